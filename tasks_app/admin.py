@@ -1,0 +1,68 @@
+"""Django admin for the tasks table. Status edits go through the same transition rules as the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
+
+from tasks_app import services
+from tasks_app.errors import TaskhubError
+from tasks_app.models import GlobalTask, TaskStatusChange
+
+
+class TaskStatusChangeInline(admin.TabularInline[TaskStatusChange, GlobalTask]):
+    model = TaskStatusChange
+    fields = ["at", "from_status", "to_status", "source"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "history"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(GlobalTask)
+class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
+    list_display = ["task_id", "task_type", "task_status", "task_create_timestamp", "task_update_timestamp"]
+    list_filter = ["task_type", "task_status"]
+    search_fields = ["task_id"]
+    readonly_fields = ["task_id", "task_create_timestamp", "task_update_timestamp"]
+    fields = [
+        "task_id",
+        "task_type",
+        "task_status",
+        "task_data",
+        "task_status_data",
+        "task_create_timestamp",
+        "task_update_timestamp",
+    ]
+    inlines = [TaskStatusChangeInline]
+    ordering = ["-task_create_timestamp"]
+    show_full_result_count = False  # COUNT(*) on millions of rows on every list page is slow
+
+    def save_model(self, request: HttpRequest, obj: GlobalTask, form: Any, change: bool) -> None:
+        source = f"admin by {request.user.get_username()}"
+        if not change:
+            task, _ = services.task_create(
+                task_type=obj.task_type,
+                task_data=obj.task_data,
+                task_status=obj.task_status,
+                task_status_data=obj.task_status_data,
+                source=source,
+            )
+            obj.pk = task.pk
+            return
+        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}
+        if not changes:
+            return
+        try:
+            services.task_update(task_id=obj.task_id, changes=changes, source=source)
+        except TaskhubError as exc:
+            messages.error(request, exc.message)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # The history inline is read-only; nothing of it is saved from the form.
+        return None

@@ -1,0 +1,174 @@
+"""The seed API: the reference Global tasks DB service's paths, envelopes and status codes.
+
+Plain Django views rather than DRF: these paths carry most of the traffic, and the contract is
+small and fixed. Input checks live in tasks_app.validation, writes in services, reads in selectors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from tasks_app import selectors, services, validation
+from tasks_app.api.errors import seed_error
+from tasks_app.errors import InvalidInput, TaskhubError
+from tasks_app.models import GlobalTask
+
+SEED_FIELDS = (
+    "task_id",
+    "task_data",
+    "task_type",
+    "task_update_timestamp",
+    "task_create_timestamp",
+    "task_status",
+    "task_status_data",
+)
+_CREATE_FIELDS = ("task_id", "task_data", "task_type", "task_status", "task_status_data")
+_PUT_FIELDS = ("task_data", "task_type", "task_status", "task_status_data")
+_UPDATE_FIELDS = ("task_id", "status", "task_status_data")
+_LIST_PARAMS = ("task_type", "task_status", "updated_since", "limit", "after")
+
+View = Callable[..., HttpResponse]
+
+
+def seed_task(task: GlobalTask) -> dict[str, Any]:
+    return {name: getattr(task, name) for name in SEED_FIELDS}
+
+
+def ok(data: Any, status: int = 200, **extra: Any) -> JsonResponse:
+    return JsonResponse({"success": True, "data": data, **extra}, status=status)
+
+
+def seed_view(methods: tuple[str, ...]) -> Callable[[View], View]:
+    """Method check, CSRF exemption (API clients have no session) and domain errors as envelopes."""
+
+    def decorate(view: View) -> View:
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = seed_error(f"Method {request.method} not allowed; use {', '.join(methods)}", 405)
+                response["Allow"] = ", ".join(methods)
+                return response
+            try:
+                return view(request, *args, **kwargs)
+            except TaskhubError as exc:
+                return seed_error(exc.message, exc.http_status)
+            except RequestDataTooBig:
+                return seed_error(f"Request body is over the limit of {settings.TASKHUB_MAX_BODY_BYTES} bytes", 413)
+
+        return wrapper
+
+    return decorate
+
+
+def json_body(request: HttpRequest) -> dict[str, Any]:
+    raw = request.body
+    if not raw:
+        raise InvalidInput("Request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"Malformed JSON in request body: {exc}") from exc
+    return validation.require_object(body)
+
+
+def _source(request: HttpRequest, what: str) -> str:
+    return f"{what} from {request.META.get('REMOTE_ADDR', '?')}"
+
+
+@seed_view(("POST",))
+def task_create(request: HttpRequest) -> HttpResponse:
+    body = json_body(request)
+    validation.reject_unknown(body, _CREATE_FIELDS)
+    task, _created = services.task_create(
+        task_id=validation.task_id(body["task_id"]) if "task_id" in body else None,
+        task_type=validation.task_type(body.get("task_type", "")),
+        task_data=validation.json_object(body.get("task_data", {}), "task_data"),
+        task_status=validation.status(body.get("task_status", "pending")),
+        task_status_data=validation.json_object(body.get("task_status_data", {}), "task_status_data"),
+        source=_source(request, "POST /task"),
+    )
+    return ok({"message": "Task created", "task_id": task.task_id})
+
+
+@seed_view(("GET", "PUT", "DELETE"))
+def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
+    if request.method == "GET":
+        return ok(seed_task(selectors.task_get(task_id=task_id)))
+    if request.method == "DELETE":
+        services.task_delete(task_id=task_id)
+        return ok({"message": "Task deleted"})
+    body = json_body(request)
+    validation.reject_unknown(body, _PUT_FIELDS)
+    if not body:
+        raise InvalidInput(f"Nothing to update; send one or more of: {', '.join(_PUT_FIELDS)}")
+    changes: dict[str, Any] = {}
+    if "task_data" in body:
+        changes["task_data"] = validation.json_object(body["task_data"], "task_data")
+    if "task_type" in body:
+        changes["task_type"] = validation.task_type(body["task_type"])
+    if "task_status" in body:
+        changes["task_status"] = validation.status(body["task_status"])
+    if "task_status_data" in body:
+        changes["task_status_data"] = validation.json_object(body["task_status_data"], "task_status_data")
+    services.task_update(task_id=task_id, changes=changes, source=_source(request, "PUT /task"))
+    return ok({"message": "Task updated", "modified_count": 1})
+
+
+@seed_view(("GET",))
+def task_list(request: HttpRequest) -> HttpResponse:
+    params = request.GET
+    validation.reject_unknown(params, _LIST_PARAMS)
+    task_status = params.get("task_status")
+    page = selectors.task_list_page(
+        task_type=params.get("task_type"),
+        task_status=validation.status(task_status) if task_status is not None else None,
+        updated_since=_int_param(params.get("updated_since"), "updated_since", minimum=0),
+        after=params.get("after") or None,
+        limit=_int_param(params.get("limit"), "limit", minimum=1, maximum=settings.TASKHUB_MAX_PAGE_SIZE)
+        or settings.TASKHUB_PAGE_SIZE,
+    )
+    next_url = None
+    if page.next_cursor is not None:
+        query = params.copy()
+        query["after"] = page.next_cursor
+        next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return ok([seed_task(t) for t in page.tasks], next=next_url)
+
+
+@seed_view(("POST",))
+def task_update_push(request: HttpRequest) -> HttpResponse:
+    body = json_body(request)
+    validation.reject_unknown(body, _UPDATE_FIELDS)
+    for required in ("task_id", "status"):
+        if required not in body:
+            raise InvalidInput(f"'{required}' is required")
+    status_data = body.get("task_status_data")
+    services.task_update_push(
+        task_id=validation.task_id(body["task_id"]),
+        status=validation.status(body["status"], "status"),
+        task_status_data=validation.json_object(status_data, "task_status_data") if status_data is not None else None,
+        source=_source(request, "POST /task_update"),
+    )
+    return JsonResponse({"success": True, "message": "Task update pushed successfully"})
+
+
+def _int_param(value: str | None, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise InvalidInput(f"'{name}' must be an integer, got {value!r}") from exc
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise InvalidInput(f"'{name}' must be {bound}, got {number}")
+    return number

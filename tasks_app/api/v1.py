@@ -1,0 +1,75 @@
+"""/api/v1/tasks/: the browsable DRF viewset. Thin: reads via selectors, writes via services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from tasks_app import selectors, services
+from tasks_app.api.filters import TaskFilter
+from tasks_app.api.serializers import TaskHistorySerializer, TaskSerializer
+from tasks_app.models import GlobalTask
+
+
+class TaskCursorPagination(CursorPagination):
+    # A cursor, not page numbers: following a growing table never skips or repeats a task.
+    ordering = ("task_create_timestamp", "task_id")
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+def _source(request: Request, what: str) -> str:
+    who = request.user.get_username() if request.user and request.user.is_authenticated else "anonymous"
+    return f"{what} by {who}"
+
+
+class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
+    serializer_class = TaskSerializer
+    filterset_class = TaskFilter
+    pagination_class = TaskCursorPagination
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> QuerySet[GlobalTask]:
+        return selectors.task_filter()
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        task, created = services.task_create(
+            task_id=data.get("task_id"),
+            task_type=data.get("task_type", ""),
+            task_data=data.get("task_data"),
+            task_status=data.get("task_status", "pending"),
+            task_status_data=data.get("task_status_data"),
+            source=_source(request, "POST /api/v1/tasks/"),
+        )
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(self.get_serializer(task).data, status=code)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        task = self.get_object()
+        serializer = self.get_serializer(task, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        changes = {k: v for k, v in serializer.validated_data.items() if k != "task_id"}
+        updated = services.task_update(task_id=task.task_id, changes=changes, source=_source(request, "PUT /api/v1"))
+        return Response(self.get_serializer(updated).data)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        services.task_delete(task_id=self.get_object().task_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses=TaskHistorySerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        task = self.get_object()
+        rows = selectors.task_history(task_id=task.task_id)
+        return Response(TaskHistorySerializer(rows, many=True).data)

@@ -1,0 +1,26 @@
+"""Refuse request bodies over TASKHUB_MAX_BODY_BYTES before anything reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.TASKHUB_MAX_BODY_BYTES
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return JsonResponse({"success": False, "message": "Invalid Content-Length header"}, status=400)
+        if length > limit:
+            return JsonResponse(
+                {"success": False, "message": f"Request body is {length} bytes; the limit is {limit} bytes"},
+                status=413,
+            )
+        return self.get_response(request)

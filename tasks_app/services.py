@@ -1,0 +1,127 @@
+"""Writes to the tasks table. Every view, admin action and command calls these.
+
+Status changes never happen here directly: they go through tasks_app.transitions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from tasks_app import update_stream
+from tasks_app.errors import TaskConflict, TaskNotFound
+from tasks_app.models import GlobalTask, TaskStatusChange, new_task_id, now_ts
+from tasks_app.selectors import task_exists
+from tasks_app.status import Status, Verdict
+from tasks_app.transitions import StatusUpdate, task_transition
+
+
+def create_fingerprint(
+    *, task_type: str, task_data: dict[str, Any], task_status: str, task_status_data: dict[str, Any]
+) -> str:
+    canonical = json.dumps(
+        [task_type, task_data, task_status, task_status_data], sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def task_create(
+    *,
+    task_id: str | None = None,
+    task_type: str = "",
+    task_data: dict[str, Any] | None = None,
+    task_status: str = Status.PENDING.value,
+    task_status_data: dict[str, Any] | None = None,
+    source: str = "",
+) -> tuple[GlobalTask, bool]:
+    """Insert a task. Returns (task, created).
+
+    A client may choose its own task_id so that retrying a create is safe: the same id with the
+    same body returns the existing task (created=False); with a different body, TaskConflict.
+    """
+    task_data = {} if task_data is None else task_data
+    task_status_data = {} if task_status_data is None else task_status_data
+    fingerprint = create_fingerprint(
+        task_type=task_type, task_data=task_data, task_status=task_status, task_status_data=task_status_data
+    )
+    if task_id is not None:
+        existing = GlobalTask.objects.filter(pk=task_id).only("create_fingerprint").first()
+        if existing is not None:
+            return _replayed(existing, fingerprint), False
+    ts = now_ts()
+    task = GlobalTask(
+        task_id=task_id or new_task_id(),
+        task_type=task_type,
+        task_data=task_data,
+        task_status=task_status,
+        task_status_data=task_status_data,
+        task_create_timestamp=ts,
+        task_update_timestamp=ts,
+        create_fingerprint=fingerprint,
+    )
+    try:
+        with transaction.atomic():
+            task.save(force_insert=True)
+            # The creation is the first entry of the task's history.
+            TaskStatusChange.objects.create(
+                task=task, from_status="", to_status=task_status, at=datetime.now(UTC), source=source[:128]
+            )
+    except IntegrityError:
+        # Two creates with the same client-chosen id raced; the loser answers like a retry.
+        existing = GlobalTask.objects.filter(pk=task.task_id).first()
+        if existing is None:
+            raise
+        return _replayed(existing, fingerprint), False
+    return task, True
+
+
+def _replayed(existing: GlobalTask, fingerprint: str) -> GlobalTask:
+    if existing.create_fingerprint != fingerprint:
+        raise TaskConflict(f"Task {existing.task_id!r} already exists with a different body")
+    return existing
+
+
+_EDITABLE = ("task_data", "task_type", "task_status_data")
+
+
+def task_update(*, task_id: str, changes: dict[str, Any], source: str = "") -> GlobalTask:
+    """Change a task's fields. A status change goes through the transition rules (TaskConflict if refused)."""
+    with transaction.atomic():
+        if not GlobalTask.objects.select_for_update().filter(pk=task_id).exists():
+            raise TaskNotFound(task_id)
+        if "task_status" in changes:
+            outcome = task_transition(
+                update=StatusUpdate(task_id=task_id, status=changes["task_status"], source=source)
+            )
+            if outcome.verdict is Verdict.REJECT:
+                raise TaskConflict(
+                    f"Cannot change task_status from {outcome.from_status!r} to {changes['task_status']!r}"
+                )
+        fields = {name: changes[name] for name in _EDITABLE if name in changes}
+        if fields:
+            GlobalTask.objects.filter(pk=task_id).update(**fields, task_update_timestamp=now_ts())
+        return GlobalTask.objects.get(pk=task_id)
+
+
+def task_delete(*, task_id: str) -> None:
+    deleted, _ = GlobalTask.objects.filter(pk=task_id).delete()
+    if not deleted:
+        raise TaskNotFound(task_id)
+
+
+def task_update_push(
+    *, task_id: str, status: str, task_status_data: dict[str, Any] | None = None, source: str = ""
+) -> str:
+    """Queue a status update for the writers (the seed's asynchronous path). Returns the stream id.
+
+    Unknown tasks are refused here, at once, rather than dropped later by a writer.
+    """
+    if not task_exists(task_id=task_id):
+        raise TaskNotFound(task_id)
+    return update_stream.push(
+        StatusUpdate(task_id=task_id, status=status, status_data=task_status_data, source=source)
+    )

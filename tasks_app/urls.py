@@ -1,0 +1,18 @@
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from tasks_app.api import health, seed
+from tasks_app.api.v1 import TaskViewSet
+
+router = DefaultRouter()
+router.register("tasks", TaskViewSet, basename="task")
+
+urlpatterns = [
+    # The seed API, at the reference service's paths (no trailing slashes).
+    path("task", seed.task_create, name="seed-task-create"),
+    path("task/<str:task_id>", seed.task_detail, name="seed-task-detail"),
+    path("tasks", seed.task_list, name="seed-task-list"),
+    path("task_update", seed.task_update_push, name="seed-task-update"),
+    path("healthz", health.health, name="health"),
+    path("api/v1/", include(router.urls)),
+]

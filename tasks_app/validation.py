@@ -1,0 +1,69 @@
+"""Checks on client input, shared by the seed API and the /api/v1 serializers.
+
+Each raises InvalidInput with a message that names the field and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tasks_app.errors import InvalidInput
+from tasks_app.status import STATUS_VALUES, is_valid_status
+
+# Ids appear in URLs (/task/<id>), so keep them to URL-safe characters.
+_TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_TASK_TYPE_MAX = 64
+
+
+def require_object(body: Any, what: str = "request body") -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidInput(f"The {what} must be a JSON object, got {_json_kind(body)}")
+    return body
+
+
+def reject_unknown(body: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"Unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def task_id(value: Any, field: str = "task_id") -> str:
+    if not isinstance(value, str) or not _TASK_ID_RE.match(value):
+        raise InvalidInput(
+            f"'{field}' must be a string of 1-64 letters, digits, '.', '_', ':' or '-' (a uuid4 by default)"
+        )
+    return value
+
+
+def json_object(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"'{field}' must be a JSON object, got {_json_kind(value)}")
+    return value
+
+
+def task_type(value: Any, field: str = "task_type") -> str:
+    if not isinstance(value, str) or len(value) > _TASK_TYPE_MAX:
+        raise InvalidInput(f"'{field}' must be a string of at most {_TASK_TYPE_MAX} characters")
+    return value
+
+
+def status(value: Any, field: str = "task_status") -> str:
+    if not is_valid_status(value):
+        raise InvalidInput(f"'{field}' must be one of {', '.join(STATUS_VALUES)}; got {value!r}")
+    return str(value)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__

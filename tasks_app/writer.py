@@ -1,0 +1,103 @@
+"""The writer: applies the update stream to the tasks table in batches.
+
+For each shard: lock its offset row (skipping shards another writer holds), read the entries
+after the committed offset, apply them through the transition function, move the offset, and
+commit, all in one transaction. Only after the commit are the entries trimmed from Redis. A
+writer killed at any point leaves the offset where it was, so nothing is lost and nothing is
+applied twice; holding the shard's row lock while applying keeps one task's updates in order
+even with many writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from django.db import OperationalError, close_old_connections, transaction
+
+from tasks_app import update_stream
+from tasks_app.models import StreamOffset
+from tasks_app.transitions import task_transition_many
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    shard: int
+    entries: int
+    applied: int
+    seconds: float
+
+
+def ensure_offsets() -> None:
+    StreamOffset.objects.bulk_create(
+        [StreamOffset(shard=s) for s in range(update_stream.shard_count())], ignore_conflicts=True
+    )
+
+
+def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
+    """Apply the next batch of one shard. None if another writer holds it or it has nothing new."""
+    started = time.perf_counter()
+    with transaction.atomic():
+        offset = StreamOffset.objects.select_for_update(skip_locked=True).filter(shard=shard).first()
+        if offset is None:
+            return None
+        entries = update_stream.read_after(shard, offset.last_id, batch_size)
+        if not entries:
+            return None
+        updates = [e.update for e in entries if e.update is not None]
+        outcomes = task_transition_many(updates=updates)
+        missing = sum(1 for o in outcomes if o.verdict is None)
+        if missing:
+            log.info("shard %s: %s update(s) for unknown or deleted tasks skipped", shard, missing)
+        offset.last_id = entries[-1].stream_id
+        offset.applied += len(entries)
+        offset.save(update_fields=["last_id", "applied"])
+    # Committed: the entries are in the database now and can leave Redis.
+    update_stream.trim_upto(shard, entries[-1].stream_id)
+    return BatchResult(shard, len(entries), len(outcomes) - missing, time.perf_counter() - started)
+
+
+def run_once(batch_size: int | None = None) -> int:
+    """One pass over every shard, in a random order so that writers spread out. Entries applied."""
+    size = batch_size or settings.TASKHUB_WRITER_BATCH
+    shards = list(range(update_stream.shard_count()))
+    random.shuffle(shards)
+    total = 0
+    for shard in shards:
+        result = apply_shard_batch(shard, size)
+        if result is not None:
+            total += result.entries
+            log.debug("shard %s: %s entries in %.1f ms", shard, result.entries, result.seconds * 1000)
+    return total
+
+
+def run_forever(should_stop: Callable[[], bool], batch_size: int | None = None) -> None:
+    ensure_offsets()
+    log.info("writer started: %s shard(s) under %r", update_stream.shard_count(), settings.TASKHUB_STREAM_PREFIX)
+    woke = False
+    while not should_stop():
+        try:
+            if run_once(batch_size):
+                woke = False
+                continue
+            if woke:
+                # Woken for entries that another writer is applying right now: back off a little
+                # instead of spinning on the shards it holds.
+                time.sleep(0.05)
+            # Idle: sleep in Redis until an entry arrives after what has been applied.
+            last_ids = dict(StreamOffset.objects.values_list("shard", "last_id"))
+            close_old_connections()
+            woke = update_stream.wait_for_any(last_ids, settings.TASKHUB_WRITER_BLOCK_MS)
+        except (redis.RedisError, OperationalError) as exc:
+            # Redis or the database went away: keep the offset, wait, try again.
+            log.warning("writer: %s; retrying in 1s", exc)
+            close_old_connections()
+            time.sleep(1)
+    log.info("writer stopped")
