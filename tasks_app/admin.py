@@ -4,18 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from tasks_app import services
 from tasks_app.errors import TaskhubError
 from tasks_app.models import GlobalTask, TaskStatusChange
+from tasks_app.status import Verdict, judge
+
+
+class GlobalTaskForm(forms.ModelForm[GlobalTask]):
+    class Meta:
+        model = GlobalTask
+        fields = ["task_type", "task_status", "task_data", "task_status_data"]
+
+    def clean_task_status(self) -> str:
+        # Say no on the form, with the reason, rather than after "saved successfully".
+        # services.task_update checks again under a row lock, for a change racing this one.
+        target = str(self.cleaned_data["task_status"])
+        if self.instance.pk and judge(self.instance.task_status, target) is Verdict.REJECT:
+            raise forms.ValidationError(f"Cannot change task_status from {self.instance.task_status!r} to {target!r}")
+        return target
 
 
 class TaskStatusChangeInline(admin.TabularInline[TaskStatusChange, GlobalTask]):
     model = TaskStatusChange
-    fields = ["at", "from_status", "to_status", "source"]
-    readonly_fields = fields
+    fields = ("at", "from_status", "to_status", "source")
+    readonly_fields = ("at", "from_status", "to_status", "source")
     extra = 0
     can_delete = False
     verbose_name_plural = "history"
@@ -26,6 +42,7 @@ class TaskStatusChangeInline(admin.TabularInline[TaskStatusChange, GlobalTask]):
 
 @admin.register(GlobalTask)
 class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
+    form = GlobalTaskForm
     list_display = ["task_id", "task_type", "task_status", "task_create_timestamp", "task_update_timestamp"]
     list_filter = ["task_type", "task_status"]
     search_fields = ["task_id"]
@@ -63,6 +80,3 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
         except TaskhubError as exc:
             messages.error(request, exc.message)
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        # The history inline is read-only; nothing of it is saved from the form.
-        return None

@@ -107,12 +107,11 @@ def _write(states: dict[str, _State]) -> None:
     ]
     # executemany: one round trip per batch on psycopg 3 (pipeline mode) and on SQLite; Django's
     # bulk_update would build a CASE per column, which grows quadratically with the batch.
+    # The table name is our own constant; every value is a parameter.
+    sql = f"UPDATE {GlobalTask._meta.db_table} SET task_status = %s, task_status_data = %s, "  # noqa: S608
+    sql += "task_update_timestamp = %s WHERE task_id = %s"
     with connection.cursor() as cursor:
-        cursor.executemany(
-            f"UPDATE {GlobalTask._meta.db_table} SET task_status = %s, task_status_data = %s, "
-            "task_update_timestamp = %s WHERE task_id = %s",
-            params,
-        )
+        cursor.executemany(sql, params)
     history = [h for _, s in dirty for h in s.history]
     if history:
         TaskStatusChange.objects.bulk_create(history)

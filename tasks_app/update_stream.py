@@ -10,7 +10,7 @@ import json
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import redis
 from django.conf import settings
@@ -49,7 +49,7 @@ def stream_key(shard: int) -> str:
 
 def push(update: StatusUpdate) -> str:
     """Append one update. Returns its stream id; raises UpdateQueueUnavailable if Redis can't take it."""
-    fields: dict[str, Any] = {"task_id": update.task_id, "status": update.status, "source": update.source}
+    fields: dict[Any, Any] = {"task_id": update.task_id, "status": update.status, "source": update.source}
     if update.status_data is not None:
         fields["data"] = json.dumps(update.status_data, separators=(",", ":"))
     try:
@@ -61,7 +61,10 @@ def push(update: StatusUpdate) -> str:
 
 def read_after(shard: int, last_id: str, count: int) -> list[Entry]:
     """Entries of a shard strictly after last_id, oldest first."""
-    raw = client().xrange(stream_key(shard), min=f"({last_id}", max="+", count=count)
+    raw = cast(
+        list[tuple[bytes, dict[bytes, bytes]]],
+        client().xrange(stream_key(shard), min=f"({last_id}", max="+", count=count),
+    )
     return [_decode(sid, fields) for sid, fields in raw]
 
 
@@ -78,11 +81,13 @@ def trim_upto(shard: int, last_id: str) -> None:
 
 
 def backlog() -> int:
-    """Entries not yet applied, over all shards (the writers trim what they have committed)."""
+    """Entries in Redis over all shards: the ones not yet applied, plus any applied batch whose
+    trim was cut short by a writer dying right after its commit (the next batch trims those)."""
     pipe = client().pipeline(transaction=False)
     for shard in range(shard_count()):
         pipe.xlen(stream_key(shard))
-    return sum(int(n) for n in pipe.execute())
+    lengths: list[int] = pipe.execute()  # type: ignore[no-untyped-call]
+    return sum(lengths)
 
 
 def _decode(stream_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:

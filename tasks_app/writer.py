@@ -36,6 +36,7 @@ class BatchResult:
 
 
 def ensure_offsets() -> None:
+    """One offset row per shard; cheap enough to run every pass, so a new shard count just works."""
     StreamOffset.objects.bulk_create(
         [StreamOffset(shard=s) for s in range(update_stream.shard_count())], ignore_conflicts=True
     )
@@ -67,6 +68,7 @@ def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
 def run_once(batch_size: int | None = None) -> int:
     """One pass over every shard, in a random order so that writers spread out. Entries applied."""
     size = batch_size or settings.TASKHUB_WRITER_BATCH
+    ensure_offsets()
     shards = list(range(update_stream.shard_count()))
     random.shuffle(shards)
     total = 0
@@ -79,7 +81,6 @@ def run_once(batch_size: int | None = None) -> int:
 
 
 def run_forever(should_stop: Callable[[], bool], batch_size: int | None = None) -> None:
-    ensure_offsets()
     log.info("writer started: %s shard(s) under %r", update_stream.shard_count(), settings.TASKHUB_STREAM_PREFIX)
     woke = False
     while not should_stop():

@@ -6,7 +6,7 @@ from tasks_app.models import GlobalTask
 from tasks_app.status import STATUS_VALUES
 
 
-class TaskFilter(django_filters.FilterSet):
+class TaskFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter ships no types
     task_type = django_filters.CharFilter(field_name="task_type")
     task_status = django_filters.ChoiceFilter(field_name="task_status", choices=[(s, s) for s in STATUS_VALUES])
     updated_since = django_filters.NumberFilter(

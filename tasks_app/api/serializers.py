@@ -57,7 +57,7 @@ class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
             writable = {"task_id", "task_data", "task_type", "task_status", "task_status_data"}
             unknown = sorted(set(self.initial_data) - writable)
             if unknown:
-                raise serializers.ValidationError({k: "Unknown or read-only field" for k in unknown})
+                raise serializers.ValidationError(dict.fromkeys(unknown, "Unknown or read-only field"))
         return attrs
 
 

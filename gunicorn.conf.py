@@ -1,0 +1,23 @@
+"""gunicorn settings for the production web process (`gunicorn taskhub.wsgi:application`).
+
+gunicorn reads ./gunicorn.conf.py from its working directory by itself, so the Docker image's CMD and the
+compose `web` service both get these. The command line and GUNICORN_CMD_ARGS still override any of them.
+"""
+
+import os
+
+# Inside a container the published port is the only way in, so listening on every interface is the point.
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+# WEB_CONCURRENCY is the usual knob (gunicorn itself honours it too); size it to the container's CPUs.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# On SIGTERM (docker stop) a worker finishes the request in hand; below compose's stop_grace_period.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+# Logs go to stdout/stderr, where `docker compose logs` finds them.
+accesslog = "-"
+errorlog = "-"
+# Worker heartbeats on a tmpfs: a container's overlay filesystem can stall them into false timeouts.
+if os.path.isdir("/dev/shm"):  # noqa: S108
+    worker_tmp_dir = "/dev/shm"  # noqa: S108

@@ -1,0 +1,74 @@
+"""`python manage.py run_stack`: what `make run` runs. Web server and writer on this machine."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+
+from taskhub import devstack
+
+
+class Command(BaseCommand):
+    help = "Run the whole local stack (web, writer; a private Redis if none is listening) until Ctrl-C."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--addr", default="127.0.0.1:8000", help="host:port for the web server")
+        parser.add_argument("--writers", type=int, default=1, help="number of writer processes")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        env = dict(os.environ)
+        private_redis = None
+        if not devstack.redis_alive(settings.REDIS_URL):
+            self.stdout.write(f"No Redis at {settings.REDIS_URL}; starting a private one ...")
+            private_redis, env["REDIS_URL"] = devstack.start_private_redis(settings.VAR_DIR)
+            env.setdefault("CELERY_BROKER_URL", env["REDIS_URL"])
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        procs = [devstack.Proc("web", [*manage, "runserver", options["addr"], "--noreload"], env)]
+        procs += [
+            devstack.Proc(f"writer-{i + 1}", [*manage, "run_writer"], env) for i in range(options["writers"])
+        ]
+        self._banner(options["addr"], env.get("REDIS_URL", settings.REDIS_URL))
+        try:
+            code = devstack.supervise(procs)
+        finally:
+            if private_redis is not None:
+                private_redis.terminate()
+                private_redis.wait(timeout=10)
+        sys.exit(code)
+
+    def _banner(self, addr: str, redis_url: str) -> None:
+        user, password = self._admin_login()
+        base = f"http://{addr}"
+        lines = [
+            "",
+            "taskhub is running. Ctrl-C stops everything.",
+            f"  Seed API        {base}/task  {base}/tasks  {base}/task_update",
+            f"  REST API        {base}/api/v1/tasks/",
+            f"  API docs        {base}/api/docs/   (schema: {base}/api/schema/)",
+            f"  Admin           {base}/admin/   user {user!r}, password {password}",
+            f"  Health          {base}/healthz",
+            f"  Redis           {redis_url}",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))
+
+    def _admin_login(self) -> tuple[str, str]:
+        """Make sure there is an admin to log in with; print how, without overwriting a real account."""
+        user_model = get_user_model()
+        pw_file = settings.VAR_DIR / "admin-password"
+        username = os.environ.get("TASKHUB_ADMIN_USER", "admin")
+        if not user_model.objects.filter(username=username).exists():
+            password = os.environ.get("TASKHUB_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+            user_model.objects.create_superuser(username=username, email="", password=password)
+            pw_file.write_text(password + "\n")
+            pw_file.chmod(0o600)
+            return username, password
+        if pw_file.exists():
+            return username, pw_file.read_text().strip()
+        return username, "(as you set it; `python manage.py changepassword admin` resets it)"

@@ -1,0 +1,84 @@
+"""Shared fixtures. Tests use the real Redis (a database number and key prefix of their own) and
+the real database pytest-django sets up (SQLite, or PostgreSQL when DATABASE_URL says so)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+# Our own Redis database number, so nothing here touches what other programs keep in db 0.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _redis_reachable() -> bool:
+    try:
+        return bool(redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+REDIS_OK = _redis_reachable()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not REDIS_OK and os.environ.get("CI") == "true":
+        pytest.exit(f"CI=true and Redis is not reachable at {TEST_REDIS_URL}", returncode=1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if REDIS_OK:
+        return
+    skip = pytest.mark.skip(reason=f"Redis not reachable at {TEST_REDIS_URL}")
+    for item in items:
+        if "redis" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def redis_stream(settings: Any) -> Iterator[redis.Redis]:
+    """Points the update stream at a key prefix of this test's own, and removes its keys after."""
+    prefix = f"taskhub-test:{uuid.uuid4().hex[:12]}:updates"
+    settings.REDIS_URL = TEST_REDIS_URL
+    settings.TASKHUB_STREAM_PREFIX = prefix
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    yield client
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()  # type: ignore[no-untyped-call]
+
+
+def database_url() -> str:
+    """The URL of the database this test session uses (the test database), for child processes."""
+    sd = connection.settings_dict
+    if sd["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{sd['NAME']}"
+    user = sd.get("USER") or ""
+    password = f":{sd['PASSWORD']}" if sd.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{sd.get('HOST') or '127.0.0.1'}:{sd.get('PORT') or 5432}/{sd['NAME']}"
+
+
+@pytest.fixture
+def child_env(redis_stream: redis.Redis, settings: Any) -> dict[str, str]:
+    """Environment for a manage.py child process that shares this test's database and stream."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        TASKHUB_STREAM_PREFIX=settings.TASKHUB_STREAM_PREFIX,
+        TASKHUB_STREAM_SHARDS=str(settings.TASKHUB_STREAM_SHARDS),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+MANAGE = [sys.executable, str(ROOT / "manage.py")]

@@ -1,0 +1,118 @@
+"""`make run`'s stack as a new user gets it: web and writer up, the seed flow works, Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import MANAGE, ROOT
+from tests.helpers import stop, wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """Pids whose environment carries our marker: every process this stack started."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str) -> str:
+    marker = f"TASKHUB_STACK_TEST={tmp_path.name}"
+    env = dict(os.environ)
+    env.update(
+        TASKHUB_VAR_DIR=str(tmp_path / "var"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'stack.sqlite3'}",
+        REDIS_URL=redis_url,
+        TASKHUB_STREAM_PREFIX=prefix,
+        TASKHUB_ADMIN_PASSWORD="stack-test-password",
+        TASKHUB_STACK_TEST=tmp_path.name,
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("CELERY_BROKER_URL", None)
+    subprocess.run([*MANAGE, "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
+    port = free_port()
+    log = tmp_path / "stack.log"
+    stack = subprocess.Popen(
+        [*MANAGE, "run_stack", "--addr", f"127.0.0.1:{port}"],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: port_open(port) and call("GET", f"{base}/healthz")[0] == 200, 60, "the stack to be healthy")
+        code, body = call("POST", f"{base}/task", {"task_type": "example_task_type", "task_data": {"key": "value"}})
+        assert code == 200 and body["success"], body
+        task_id = body["data"]["task_id"]
+        code, body = call("POST", f"{base}/task_update", {"task_id": task_id, "status": "completed"})
+        assert code == 200, body
+        wait_until(
+            lambda: call("GET", f"{base}/task/{task_id}")[1]["data"]["task_status"] == "completed",
+            30,
+            "the writer to apply the update",
+        )
+        output = log.read_text()
+        assert f"{base}/admin/" in output and "stack-test-password" in output
+        assert f"{base}/api/docs/" in output
+    finally:
+        if stack.poll() is None:
+            os.killpg(stack.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        try:
+            stack.wait(timeout=30)
+        finally:
+            stop(stack, signal.SIGKILL)
+    assert stack.returncode == 0, log.read_text()
+    assert not port_open(port)
+    assert processes_with_env(marker) == [], "make run left processes behind"
+    return log.read_text()
+
+
+def test_stack_with_the_redis_already_running(tmp_path: Path, redis_stream: Any, settings: Any) -> None:
+    output = run_stack_flow(tmp_path, settings.REDIS_URL, settings.TASKHUB_STREAM_PREFIX)
+    assert "starting a private one" not in output
+
+
+def test_stack_starts_a_private_redis_when_none_listens(tmp_path: Path) -> None:
+    # Nothing listens on this port, so run_stack must bring its own Redis and stop it after.
+    output = run_stack_flow(tmp_path, f"redis://127.0.0.1:{free_port()}/0", "taskhub-test-private")
+    assert "starting a private one" in output

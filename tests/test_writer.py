@@ -1,0 +1,149 @@
+"""The asynchronous update path: the stream, the writer's batches, and what survives a SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.db.models import Sum
+
+from tasks_app import update_stream
+from tasks_app.models import GlobalTask, StreamOffset, TaskStatusChange
+from tasks_app.services import task_create, task_update_push
+from tasks_app.transitions import StatusUpdate
+from tasks_app.writer import run_once
+from tests.helpers import start_manage, stop, wait_until
+
+pytestmark = pytest.mark.redis
+
+LIFE = ["received", "in_progress", "completed"]
+
+
+def statuses(task_id: str) -> list[str]:
+    rows = TaskStatusChange.objects.filter(task_id=task_id).order_by("at", "id")
+    return list(rows.values_list("to_status", flat=True))
+
+
+@pytest.mark.django_db
+def test_updates_for_a_task_apply_in_send_order_across_batches(redis_stream: redis.Redis) -> None:
+    task, _ = task_create(task_type="t")
+    for status in LIFE:
+        task_update_push(task_id=task.task_id, status=status, task_status_data={"at": status})
+    while run_once(batch_size=1):
+        pass
+    task.refresh_from_db()
+    assert task.task_status == "completed"
+    assert task.task_status_data == {"at": "completed"}
+    assert statuses(task.task_id) == ["pending", *LIFE]
+
+
+@pytest.mark.django_db
+def test_absent_status_data_keeps_the_stored_value(redis_stream: redis.Redis) -> None:
+    task, _ = task_create(task_type="t", task_status_data={"keep": True})
+    task_update_push(task_id=task.task_id, status="received")
+    run_once()
+    task.refresh_from_db()
+    assert task.task_status_data == {"keep": True}
+
+
+@pytest.mark.django_db
+def test_committed_entries_leave_redis_and_the_offset_moves(redis_stream: redis.Redis) -> None:
+    tasks = [task_create(task_type="t")[0] for _ in range(20)]
+    for t in tasks:
+        task_update_push(task_id=t.task_id, status="completed")
+    assert update_stream.backlog() == 20
+    assert run_once() == 20
+    assert update_stream.backlog() == 0
+    assert StreamOffset.objects.aggregate(n=Sum("applied"))["n"] == 20
+    assert run_once() == 0
+
+
+@pytest.mark.django_db
+def test_poison_entries_and_deleted_tasks_do_not_stop_the_writer(redis_stream: redis.Redis) -> None:
+    task, _ = task_create(task_type="t")
+    gone, _ = task_create(task_type="t")
+    shard = update_stream.shard_for(task.task_id)
+    redis_stream.xadd(update_stream.stream_key(shard), {"garbage": "1"})
+    task_update_push(task_id=gone.task_id, status="completed")
+    GlobalTask.objects.filter(pk=gone.pk).delete()
+    task_update_push(task_id=task.task_id, status="completed")
+    while run_once():
+        pass
+    task.refresh_from_db()
+    assert task.task_status == "completed"
+    assert update_stream.backlog() == 0
+
+
+def _seed_tasks(n: int) -> list[str]:
+    ids = [f"kill-{i:05d}" for i in range(n)]
+    GlobalTask.objects.bulk_create([GlobalTask(task_id=i, task_type="soak") for i in ids])
+    TaskStatusChange.objects.bulk_create(
+        [TaskStatusChange(task_id=i, from_status="", to_status="pending", at="2026-01-01T00:00:00Z") for i in ids]
+    )
+    return ids
+
+
+def _push_lives(ids: list[str]) -> None:
+    for status in LIFE:
+        for n, task_id in enumerate(ids):
+            data = {"result": n} if status == "completed" else None
+            update_stream.push(StatusUpdate(task_id=task_id, status=status, status_data=data, source="test"))
+
+
+def _applied() -> int:
+    return int(StreamOffset.objects.aggregate(n=Sum("applied"))["n"] or 0)
+
+
+def _assert_every_life_complete(ids: list[str]) -> None:
+    assert GlobalTask.objects.filter(task_type="soak").exclude(task_status="completed").count() == 0
+    for n, task_id in enumerate(ids):
+        assert statuses(task_id) == ["pending", *LIFE], task_id
+        assert GlobalTask.objects.get(pk=task_id).task_status_data == {"result": n}
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_writer_killed_mid_stream_loses_no_update(child_env: dict[str, str], tmp_path: Path) -> None:
+    ids = _seed_tasks(1500)
+    _push_lives(ids)
+    total = len(ids) * len(LIFE)
+    first = start_manage(["run_writer", "--batch-size", "40"], child_env, tmp_path / "writer1.log")
+    try:
+        wait_until(lambda: _applied() >= 400, 60, "the first writer to apply some batches", interval=0.02)
+        stop(first, signal.SIGKILL)
+    finally:
+        stop(first, signal.SIGKILL)
+    applied_before = _applied()
+    assert 0 < applied_before < total, "the kill should land in the middle of the stream"
+    # Entries committed but not yet trimmed when the kill landed may still sit in Redis.
+    assert update_stream.backlog() >= total - applied_before
+
+    second = start_manage(["run_writer", "--batch-size", "200"], child_env, tmp_path / "writer2.log")
+    try:
+        wait_until(lambda: _applied() == total, 90, "the restarted writer to drain the stream")
+    finally:
+        stop(second)
+    assert second.returncode == 0, (tmp_path / "writer2.log").read_text()
+    assert update_stream.backlog() == 0
+    _assert_every_life_complete(ids)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_two_writers_keep_each_tasks_updates_in_order(child_env: dict[str, str], tmp_path: Path) -> None:
+    ids = _seed_tasks(400)
+    writers = [
+        start_manage(["run_writer", "--batch-size", "25"], child_env, tmp_path / f"writer{i}.log") for i in range(2)
+    ]
+    try:
+        _push_lives(ids)
+        wait_until(lambda: _applied() == len(ids) * len(LIFE), 90, "two writers to drain the stream")
+    finally:
+        for w in writers:
+            stop(w)
+    logs: Any = [(tmp_path / f"writer{i}.log").read_text() for i in range(2)]
+    assert all(w.returncode == 0 for w in writers), logs
+    _assert_every_life_complete(ids)
