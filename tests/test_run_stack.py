@@ -9,6 +9,7 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,9 @@ def processes_with_env(marker: str) -> list[int]:
 
 
 def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str) -> str:
-    marker = f"TASKHUB_STACK_TEST={tmp_path.name}"
+    # Unique per run: pytest reuses tmp_path names across sessions, and a CI run may be going on too.
+    token = uuid.uuid4().hex
+    marker = f"TASKHUB_STACK_TEST={token}"
     env = dict(os.environ)
     env.update(
         TASKHUB_VAR_DIR=str(tmp_path / "var"),
@@ -63,15 +66,15 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str) -> str:
         REDIS_URL=redis_url,
         TASKHUB_STREAM_PREFIX=prefix,
         TASKHUB_ADMIN_PASSWORD="stack-test-password",
-        TASKHUB_STACK_TEST=tmp_path.name,
+        TASKHUB_STACK_TEST=token,
         PYTHONUNBUFFERED="1",
     )
     env.pop("CELERY_BROKER_URL", None)
     subprocess.run([*MANAGE, "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
-    port = free_port()
+    port, seed_port = free_port(), free_port()
     log = tmp_path / "stack.log"
     stack = subprocess.Popen(
-        [*MANAGE, "run_stack", "--addr", f"127.0.0.1:{port}"],
+        [*MANAGE, "run_stack", "--addr", f"127.0.0.1:{port}", "--seed-port", str(seed_port)],
         env=env,
         cwd=ROOT,
         stdout=log.open("wb"),
@@ -91,6 +94,9 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str) -> str:
             30,
             "the writer to apply the update",
         )
+        # The same service on the reference service's port, for clients that still point there.
+        wait_until(lambda: port_open(seed_port), 30, "the seed-compatible port")
+        assert call("GET", f"http://127.0.0.1:{seed_port}/task/{task_id}")[1]["data"]["task_status"] == "completed"
         output = log.read_text()
         assert f"{base}/admin/" in output and "stack-test-password" in output
         assert f"{base}/api/docs/" in output
@@ -102,7 +108,7 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str) -> str:
         finally:
             stop(stack, signal.SIGKILL)
     assert stack.returncode == 0, log.read_text()
-    assert not port_open(port)
+    assert not port_open(port) and not port_open(seed_port)
     assert processes_with_env(marker) == [], "make run left processes behind"
     return log.read_text()
 

@@ -20,6 +20,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--addr", default="127.0.0.1:8000", help="host:port for the web server")
         parser.add_argument("--writers", type=int, default=1, help="number of writer processes")
+        parser.add_argument(
+            "--seed-port",
+            type=int,
+            default=int(os.environ.get("TASKHUB_SEED_PORT", "5000")),
+            help="also serve on 127.0.0.1:<port>, where the reference service's clients and examples "
+            "expect it (0: don't)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         env = dict(os.environ)
@@ -30,10 +37,17 @@ class Command(BaseCommand):
             env.setdefault("CELERY_BROKER_URL", env["REDIS_URL"])
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         procs = [devstack.Proc("web", [*manage, "runserver", options["addr"], "--noreload"], env)]
+        seed_addr = None
+        if options["seed_port"]:
+            if devstack.port_free(options["seed_port"]):
+                seed_addr = f"127.0.0.1:{options['seed_port']}"
+                procs.append(devstack.Proc("web-seed-port", [*manage, "runserver", seed_addr, "--noreload"], env))
+            else:
+                self.stdout.write(f"Port {options['seed_port']} is taken; the seed-compatible port is not served.")
         procs += [
             devstack.Proc(f"writer-{i + 1}", [*manage, "run_writer"], env) for i in range(options["writers"])
         ]
-        self._banner(options["addr"], env.get("REDIS_URL", settings.REDIS_URL))
+        self._banner(options["addr"], seed_addr, env.get("REDIS_URL", settings.REDIS_URL))
         try:
             code = devstack.supervise(procs)
         finally:
@@ -42,7 +56,7 @@ class Command(BaseCommand):
                 private_redis.wait(timeout=10)
         sys.exit(code)
 
-    def _banner(self, addr: str, redis_url: str) -> None:
+    def _banner(self, addr: str, seed_addr: str | None, redis_url: str) -> None:
         user, password = self._admin_login()
         base = f"http://{addr}"
         lines = [
@@ -53,6 +67,7 @@ class Command(BaseCommand):
             f"  API docs        {base}/api/docs/   (schema: {base}/api/schema/)",
             f"  Admin           {base}/admin/   user {user!r}, password {password}",
             f"  Health          {base}/healthz",
+            *([f"  Seed API also   http://{seed_addr}/  (the reference service's port)"] if seed_addr else []),
             f"  Redis           {redis_url}",
             "",
         ]
