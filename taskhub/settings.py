@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_results",
     "tasks_app",
+    "workers",
 ]
 
 MIDDLEWARE = [
@@ -149,10 +150,43 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- Nodes and execution -------------------------------------------------------------------------
+# Set by `manage.py run_node <name>` for a node worker; empty everywhere else.
+TASKHUB_NODE_NAME = env.str("TASKHUB_NODE_NAME", default="")
+TASKHUB_NODE_DATA_DIR = env.str("TASKHUB_NODE_DATA_DIR", default="")
+TASKHUB_NODE_CAPACITY_BLOCKS = env.int("TASKHUB_NODE_CAPACITY_BLOCKS", default=1024)
+TASKHUB_HEARTBEAT_SECONDS = env.float("TASKHUB_HEARTBEAT_SECONDS", default=5.0)
+# A node whose last heartbeat is older than this is offline (and fails fan-out at once).
+TASKHUB_NODE_OFFLINE_SECONDS = env.int("TASKHUB_NODE_OFFLINE_SECONDS", default=20)
+# How long an initiator waits for the other participants' answers.
+TASKHUB_FANOUT_TIMEOUT = env.float("TASKHUB_FANOUT_TIMEOUT", default=30.0)
+# How long a node keeps retrying to report a status through a Redis outage.
+TASKHUB_REPORT_RETRY_SECONDS = env.float("TASKHUB_REPORT_RETRY_SECONDS", default=300.0)
+# Extra modules that register task types (workers.registry), e.g. "myorg.taskhub_handlers".
+TASKHUB_HANDLER_MODULES = env.list("TASKHUB_HANDLER_MODULES", default=[])
+# The sweep publishes tasks that committed but were never published after this many seconds ...
+TASKHUB_DISPATCH_GRACE_SECONDS = env.int("TASKHUB_DISPATCH_GRACE_SECONDS", default=5)
+# ... and publishes again a task still pending this long after its publish, if its queue is empty.
+TASKHUB_REDISPATCH_SECONDS = env.int("TASKHUB_REDISPATCH_SECONDS", default=120)
+TASKHUB_SWEEP_SECONDS = env.float("TASKHUB_SWEEP_SECONDS", default=5.0)
+# An unacknowledged message (its worker died) goes back to its queue after this many seconds.
+TASKHUB_REDELIVERY_SECONDS = env.int("TASKHUB_REDELIVERY_SECONDS", default=60)
+
 # --- Celery --------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
-CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="django-db")
+# Node workers have no database; they report through the update stream, not a result backend.
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_IGNORE_RESULT = True
+# The one router: every queue decision is in workers/routing.py.
+CELERY_TASK_ROUTES = ("workers.routing.route_task",)
+CELERY_TASK_DEFAULT_QUEUE = "taskhub.server"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TASKHUB_REDELIVERY_SECONDS}
+# One message at a time per worker slot: a killed worker then strands as few messages as possible.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "sweep-undelivered": {"task": "taskhub.sweep_undelivered", "schedule": TASKHUB_SWEEP_SECONDS},
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

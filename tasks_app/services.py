@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from tasks_app import update_stream
+from tasks_app import dispatch, update_stream
 from tasks_app.errors import TaskConflict, TaskNotFound
 from tasks_app.models import GlobalTask, TaskStatusChange, new_task_id, now_ts
 from tasks_app.selectors import task_exists
@@ -36,12 +37,16 @@ def task_create(
     task_data: dict[str, Any] | None = None,
     task_status: str = Status.PENDING.value,
     task_status_data: dict[str, Any] | None = None,
+    node: str | None = None,
     source: str = "",
 ) -> tuple[GlobalTask, bool]:
     """Insert a task. Returns (task, created).
 
     A client may choose its own task_id so that retrying a create is safe: the same id with the
     same body returns the existing task (created=False); with a different body, TaskConflict.
+
+    An executable task type is validated, assigned a node (`node`, else its first participant)
+    and published to that node's queue once the transaction commits.
     """
     task_data = {} if task_data is None else task_data
     task_status_data = {} if task_status_data is None else task_status_data
@@ -52,6 +57,7 @@ def task_create(
         existing = GlobalTask.objects.filter(pk=task_id).only("create_fingerprint").first()
         if existing is not None:
             return _replayed(existing, fingerprint), False
+    task_data, assigned = dispatch.prepare(task_type=task_type, task_data=task_data, node=node)
     ts = now_ts()
     task = GlobalTask(
         task_id=task_id or new_task_id(),
@@ -62,6 +68,7 @@ def task_create(
         task_create_timestamp=ts,
         task_update_timestamp=ts,
         create_fingerprint=fingerprint,
+        node=assigned,
     )
     try:
         with transaction.atomic():
@@ -70,6 +77,10 @@ def task_create(
             TaskStatusChange.objects.create(
                 task=task, from_status="", to_status=task_status, at=datetime.now(UTC), source=source[:128]
             )
+            if assigned and task_status == Status.PENDING:
+                # After commit, never before: a worker must not get an id the database doesn't have
+                # yet. If this process dies first, the sweep publishes it (tasks_app.dispatch.sweep).
+                transaction.on_commit(partial(dispatch.publish, task.task_id))
     except IntegrityError:
         # Two creates with the same client-chosen id raced; the loser answers like a retry.
         existing = GlobalTask.objects.filter(pk=task.task_id).first()

@@ -7,15 +7,19 @@ one history row per change. A batch of updates and a single update take the same
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 
+from tasks_app.hooks import run_completion_hook
 from tasks_app.models import GlobalTask, TaskStatusChange, now_ts
-from tasks_app.status import TERMINAL, Verdict, judge
+from tasks_app.status import TERMINAL, Status, Verdict, judge
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class Outcome:
 class _State:
     status: str
     status_data: Any
+    task_type: str
+    task_data: Any
     dirty: bool = False
     history: list[TaskStatusChange] = field(default_factory=list)
 
@@ -55,9 +61,9 @@ def task_transition_many(*, updates: Sequence[StatusUpdate]) -> list[Outcome]:
             GlobalTask.objects.select_for_update()
             .filter(task_id__in=ids)
             .order_by("task_id")
-            .values_list("task_id", "task_status", "task_status_data")
+            .values_list("task_id", "task_status", "task_status_data", "task_type", "task_data")
         )
-        states = {tid: _State(status, data) for tid, status, data in rows}
+        states = {tid: _State(status, data, ttype, tdata) for tid, status, data, ttype, tdata in rows}
         at = datetime.now(UTC)
         outcomes: list[Outcome] = []
         for u in updates:
@@ -68,15 +74,18 @@ def task_transition_many(*, updates: Sequence[StatusUpdate]) -> list[Outcome]:
             before = state.status
             verdict = judge(before, u.status, retry=u.retry)
             if verdict is Verdict.APPLY:
-                state.status = u.status
+                target, data = u.status, u.status_data
+                if target == Status.COMPLETED:
+                    target, data = _complete(u.task_id, state, data)
+                state.status = target
                 state.dirty = True
                 state.history.append(
                     TaskStatusChange(
-                        task_id=u.task_id, from_status=before, to_status=u.status, at=at, source=u.source[:128]
+                        task_id=u.task_id, from_status=before, to_status=target, at=at, source=u.source[:128]
                     )
                 )
-                if u.status_data is not None:
-                    state.status_data = u.status_data
+                if data is not None:
+                    state.status_data = data
             elif verdict is Verdict.SAME and u.status_data is not None and not _is_final(before):
                 # A repeated non-final status may carry fresh data (progress, say); a final
                 # status is settled and a duplicate of it changes nothing.
@@ -90,6 +99,21 @@ def task_transition_many(*, updates: Sequence[StatusUpdate]) -> list[Outcome]:
 def task_transition(*, update: StatusUpdate) -> Outcome:
     """One status change: the same function as a batch of one."""
     return task_transition_many(updates=[update])[0]
+
+
+def _complete(task_id: str, state: _State, data: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+    """Run the type's completion hook in a savepoint. If the record cannot be written (a volume
+    name taken meanwhile, say), the task fails with that reason instead of claiming success."""
+    try:
+        with transaction.atomic():
+            run_completion_hook(state.task_type, task_id, state.task_data or {}, data or {})
+    except (OperationalError, InterfaceError):
+        raise  # the database itself is in trouble: retry the whole batch, fail nothing
+    except Exception as exc:
+        log.exception("completion hook of %s %s failed", state.task_type, task_id)
+        error = {"type": "CompletionHookError", "message": f"{type(exc).__name__}: {exc}"}
+        return Status.FAILED.value, {**(data or {}), "error": error}
+    return Status.COMPLETED.value, data
 
 
 def _is_final(status: str) -> bool:

@@ -7,6 +7,7 @@ updates of one task land in one shard, in the order they were sent.
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,9 +21,17 @@ from tasks_app.transitions import StatusUpdate
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    node: str
+    at: float  # epoch seconds, as the node saw it
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Entry:
     stream_id: str
-    update: StatusUpdate | None  # None: an entry we cannot read, skipped by the writer
+    update: StatusUpdate | None = None
+    heartbeat: Heartbeat | None = None  # neither: an entry we cannot read, skipped by the writer
 
 
 @lru_cache(maxsize=8)
@@ -56,6 +65,13 @@ def push(update: StatusUpdate) -> str:
         stream_id = client().xadd(stream_key(shard_for(update.task_id)), fields)
     except redis.RedisError as exc:
         raise UpdateQueueUnavailable(f"Task update could not be queued: {exc}") from exc
+    return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+
+
+def push_heartbeat(node: str, info: dict[str, Any]) -> str:
+    """A node is alive; the writers record it on the Node row (nodes never open the database)."""
+    fields = {"kind": "heartbeat", "node": node, "at": repr(time.time()), "data": json.dumps(info)}
+    stream_id = client().xadd(stream_key(shard_for(node)), fields)  # type: ignore[arg-type]
     return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
 
 
@@ -94,6 +110,10 @@ def _decode(stream_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:
     sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
     try:
         data = fields.get(b"data")
+        if fields.get(b"kind") == b"heartbeat":
+            info = json.loads(data) if data is not None else {}
+            beat = Heartbeat(node=fields[b"node"].decode(), at=float(fields[b"at"]), info=info)
+            return Entry(stream_id=sid, heartbeat=beat)
         update = StatusUpdate(
             task_id=fields[b"task_id"].decode(),
             status=fields[b"status"].decode(),
@@ -102,5 +122,5 @@ def _decode(stream_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:
         )
     except (KeyError, UnicodeDecodeError, ValueError):
         # Written by something other than push(); a poison entry must not stop the writers.
-        return Entry(stream_id=sid, update=None)
+        return Entry(stream_id=sid)
     return Entry(stream_id=sid, update=update)

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import OperationalError, close_old_connections, transaction
 
 from tasks_app import update_stream
+from tasks_app.cluster_services import record_heartbeats
 from tasks_app.models import StreamOffset
 from tasks_app.transitions import task_transition_many
 
@@ -54,6 +55,9 @@ def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
             return None
         updates = [e.update for e in entries if e.update is not None]
         outcomes = task_transition_many(updates=updates)
+        heartbeats = [e.heartbeat for e in entries if e.heartbeat is not None]
+        if heartbeats:
+            record_heartbeats(heartbeats)
         missing = sum(1 for o in outcomes if o.verdict is None)
         if missing:
             log.info("shard %s: %s update(s) for unknown or deleted tasks skipped", shard, missing)

@@ -21,9 +21,9 @@ def staff(client: Client) -> Client:
 
 
 def test_changelist_filters_and_search(staff: Client) -> None:
-    a, _ = task_create(task_type="vdag_creation")
-    task_create(task_type="block_alloc", task_status="failed")
-    resp = staff.get("/admin/tasks_app/globaltask/", {"task_type": "vdag_creation"})
+    a, _ = task_create(task_type="vdag_report")
+    task_create(task_type="block_audit", task_status="failed")
+    resp = staff.get("/admin/tasks_app/globaltask/", {"task_type": "vdag_report"})
     assert resp.status_code == 200
     assert a.task_id.encode() in resp.content
     resp = staff.get("/admin/tasks_app/globaltask/", {"q": a.task_id})

@@ -16,7 +16,7 @@ URL = "/api/v1/tasks/"
 
 
 def test_create_retrieve_update_delete(client: Client) -> None:
-    resp = client.post(URL, {"task_type": "block_alloc", "task_data": {"blocks": 2}}, content_type="application/json")
+    resp = client.post(URL, {"task_type": "block_audit", "task_data": {"blocks": 2}}, content_type="application/json")
     assert resp.status_code == 201, resp.content
     task = resp.json()
     assert task["task_status"] == "pending"

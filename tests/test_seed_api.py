@@ -69,7 +69,7 @@ def test_create_defaults(client: Client) -> None:
 
 
 def test_get_returns_exactly_the_seven_fields(client: Client) -> None:
-    task_id = create(client, task_type="block_alloc", task_data={"size": 3})
+    task_id = create(client, task_type="block_audit", task_data={"size": 3})
     resp = client.get(f"/task/{task_id}")
     assert resp.status_code == 200
     assert resp.json()["success"] is True
@@ -77,7 +77,7 @@ def test_get_returns_exactly_the_seven_fields(client: Client) -> None:
 
 
 def test_client_chosen_id_makes_create_retries_safe(client: Client) -> None:
-    body = {"task_id": "retry-1", "task_type": "vdag_creation", "task_data": {"a": 1}}
+    body = {"task_id": "retry-1", "task_type": "vdag_report", "task_data": {"a": 1}}
     first = post(client, "/task", body)
     again = post(client, "/task", body)
     assert first.status_code == again.status_code == 200
@@ -186,13 +186,13 @@ def test_wrong_method_is_405(client: Client) -> None:
 
 
 def test_list_filters_by_type_and_status(client: Client) -> None:
-    a = create(client, task_type="vdag_creation")
-    create(client, task_type="block_alloc")
-    c = create(client, task_type="vdag_creation", task_status="completed")
-    resp = client.get("/tasks", {"task_type": "vdag_creation", "task_status": "pending"})
+    a = create(client, task_type="vdag_report")
+    create(client, task_type="block_audit")
+    c = create(client, task_type="vdag_report", task_status="completed")
+    resp = client.get("/tasks", {"task_type": "vdag_report", "task_status": "pending"})
     assert resp.status_code == 200
     assert [t["task_id"] for t in resp.json()["data"]] == [a]
-    only_type = client.get("/tasks", {"task_type": "vdag_creation"}).json()["data"]
+    only_type = client.get("/tasks", {"task_type": "vdag_report"}).json()["data"]
     assert {t["task_id"] for t in only_type} == {a, c}
     assert len(client.get("/tasks").json()["data"]) == 3
 

@@ -31,7 +31,13 @@ class GlobalTask(models.Model):
     )
     task_status_data = models.JSONField(default=dict, blank=True)
 
-    # Not part of the seed's schema: the sha256 of the create request, so a client retrying a
+    # Not part of the seed's schema. The node the task runs on ("" for record-only tasks), when it
+    # was last published to that node's queue (None: not yet, the sweep will), and its attempts.
+    node = models.CharField(max_length=64, blank=True, default="")
+    dispatched_at = models.BigIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    # Also not in the seed's schema: the sha256 of the create request, so a client retrying a
     # create with its own task_id gets the first answer, and a different body gets a 409.
     create_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
 
@@ -47,6 +53,14 @@ class GlobalTask(models.Model):
             models.Index(fields=["task_type", "task_create_timestamp", "task_id"], name="task_type_created"),
             models.Index(fields=["task_status", "task_create_timestamp", "task_id"], name="task_status_created"),
             models.Index(fields=["task_create_timestamp", "task_id"], name="task_created"),
+            # The pull API and the node's view: unfinished tasks of one node.
+            models.Index(fields=["node", "task_status", "task_create_timestamp"], name="task_node_status"),
+            # The dispatch sweep: executable tasks not yet published.
+            models.Index(
+                fields=["task_status", "dispatched_at"],
+                name="task_undispatched",
+                condition=models.Q(task_status="pending") & ~models.Q(node=""),
+            ),
             # "What changed since T" (updated_since=), for pollers and dashboards.
             models.Index(fields=["task_update_timestamp", "task_id"], name="task_updated"),
         ]

@@ -1,0 +1,46 @@
+"""Writes to the cluster records outside completion hooks: registration and heartbeats."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from tasks_app.models import Cluster, Node
+from tasks_app.update_stream import Heartbeat
+
+
+def cluster_ensure(*, name: str) -> Cluster:
+    cluster, _ = Cluster.objects.get_or_create(name=name, defaults={"state": Cluster.State.READY})
+    return cluster
+
+
+def node_register(
+    *, cluster: Cluster, name: str, data_dir: str = "", capacity_blocks: int = 0, transport: str = Node.Transport.QUEUE
+) -> Node:
+    """Make a node a member of a cluster directly (the demo set-up; node_addition is the task way)."""
+    node, _ = Node.objects.update_or_create(
+        name=name,
+        defaults={
+            "cluster": cluster,
+            "state": Node.State.MEMBER,
+            "data_dir": data_dir,
+            "capacity_blocks": capacity_blocks,
+            "transport": transport,
+        },
+    )
+    return node
+
+
+def record_heartbeats(beats: Sequence[Heartbeat]) -> None:
+    """Keep each node's newest heartbeat. Beats from nodes we do not know are ignored."""
+    newest: dict[str, Heartbeat] = {}
+    for beat in beats:
+        if beat.node not in newest or beat.at > newest[beat.node].at:
+            newest[beat.node] = beat
+    for name, beat in newest.items():
+        fields: dict[str, object] = {"last_heartbeat": datetime.fromtimestamp(beat.at, UTC)}
+        if isinstance(beat.info.get("capacity_blocks"), int):
+            fields["capacity_blocks"] = beat.info["capacity_blocks"]
+        if isinstance(beat.info.get("data_dir"), str):
+            fields["data_dir"] = beat.info["data_dir"]
+        Node.objects.filter(name=name).update(**fields)

@@ -1,0 +1,94 @@
+"""Fan-out to participating nodes (Kadalu's "POST to all participating nodes"), over the broker.
+
+The initiator sends each remote participant its part on that node's queue and waits on a Redis
+list for the answers; its own part runs in place (waiting on its own queue could deadlock). A
+node without a live heartbeat fails at once; one that does not answer in time fails with a
+timeout. Nothing waits longer than TASKHUB_FANOUT_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, cast
+
+from celery import current_app
+from django.conf import settings
+
+from tasks_app import update_stream
+from workers import heartbeat, runner
+from workers.context import RunContext
+from workers.errors import FanOutFailed
+from workers.queues import EXECUTE_PART_TASK
+
+Answer = dict[str, Any]
+
+
+def fan_out(ctx: RunContext, parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    timeout = float(settings.TASKHUB_FANOUT_TIMEOUT)
+    reply_key = f"{settings.TASKHUB_STREAM_PREFIX}:fanout:{ctx.task_id}:{ctx.attempt}:{uuid.uuid4().hex[:8]}"
+    answers: dict[str, Answer] = {}
+    waiting: set[str] = set()
+    for node, payload in parts.items():
+        if node == ctx.node:
+            continue
+        if not heartbeat.alive(node):
+            answers[node] = _failed("NodeOffline", f"node {node} is offline (no heartbeat)")
+            continue
+        current_app.send_task(
+            EXECUTE_PART_TASK,
+            kwargs={
+                "task_id": ctx.task_id,
+                "task_type": ctx.task_type,
+                "payload": payload,
+                "node": node,
+                "attempt": ctx.attempt,
+                "reply_key": reply_key,
+            },
+        )
+        waiting.add(node)
+    if ctx.node in parts:
+        answers[ctx.node] = answer_for(
+            lambda: runner.run_part(
+                task_id=ctx.task_id, task_type=ctx.task_type, payload=parts[ctx.node], attempt=ctx.attempt
+            )
+        )
+    client = update_stream.client()
+    deadline = time.monotonic() + timeout
+    while waiting:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        popped = cast(list[bytes] | None, client.blpop([reply_key], timeout=max(1, int(left + 0.999))))
+        if popped:
+            answer = json.loads(popped[1])
+            if answer["node"] in waiting:
+                waiting.discard(answer["node"])
+                answers[answer["node"]] = answer
+    client.delete(reply_key)
+    for node in waiting:
+        answers[node] = _failed("Timeout", f"node {node} did not answer within {timeout:g}s")
+    ordered = {node: answers[node] for node in parts}
+    if not all(a["ok"] for a in ordered.values()):
+        raise FanOutFailed(ordered)
+    return {node: a["result"] for node, a in ordered.items()}
+
+
+def answer_for(work: Any) -> Answer:
+    try:
+        return {"ok": True, "result": work()}
+    except Exception as exc:
+        return _failed(type(exc).__name__, str(exc))
+
+
+def send_answer(reply_key: str, node: str, answer: Answer) -> None:
+    client = update_stream.client()
+    pipe = client.pipeline()
+    pipe.rpush(reply_key, json.dumps({"node": node, **answer}))
+    pipe.expire(reply_key, 3600)  # an initiator that gave up never reads it
+    pipe.execute()  # type: ignore[no-untyped-call]
+
+
+def _failed(kind: str, message: str) -> Answer:
+    return {"ok": False, "error": {"type": kind, "message": message}}

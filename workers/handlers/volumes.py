@@ -1,0 +1,174 @@
+"""Kadalu's volume tasks. The initiator fans out to every node holding a storage unit.
+
+A storage unit is a directory on its node with a small metadata file; the volume exists once
+every unit does (volume_create), and its state is kept in each unit's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from workers.context import RunContext
+from workers.errors import HandlerError, PayloadError
+from workers.handlers import payload
+from workers.registry import register
+
+META = ".taskhub-unit.json"
+VOLUME_TYPES = {"replicate": (2, 3), "disperse": (3, 16), "distribute": (1, 64)}
+
+
+def unit_path(data_dir: Path, volume: str, index: int, path: str | None) -> Path:
+    if path:
+        p = Path(path)
+        return p if p.is_absolute() else data_dir / p
+    return data_dir / "volumes" / volume / f"unit{index}"
+
+
+def validate_create(data: dict[str, Any]) -> dict[str, Any]:
+    payload.name(data, "cluster")
+    payload.name(data, "name")
+    vtype = data.get("type", "replicate")
+    if vtype not in VOLUME_TYPES:
+        raise PayloadError("type", f"must be one of {', '.join(sorted(VOLUME_TYPES))}")
+    units = data.get("storage_units")
+    if not isinstance(units, list) or not units:
+        raise PayloadError("storage_units", 'must be a non-empty list of {"node": ..., "path": ...}')
+    low, high = VOLUME_TYPES[vtype]
+    if not low <= len(units) <= high:
+        raise PayloadError("storage_units", f"a {vtype} volume needs {low} to {high} storage units, got {len(units)}")
+    seen = set()
+    for i, unit in enumerate(units):
+        if not isinstance(unit, dict):
+            raise PayloadError(f"storage_units[{i}]", 'must be an object like {"node": "node1"}')
+        payload.name(unit, "node") if "node" in unit else _missing(f"storage_units[{i}].node")
+        path = unit.get("path")
+        if path is not None and (not isinstance(path, str) or not path or ".." in PurePosixPath(path).parts):
+            raise PayloadError(f"storage_units[{i}].path", "must be a path without '..'")
+        key = (unit["node"], path or f"#{i}")
+        if key in seen:
+            raise PayloadError(f"storage_units[{i}]", "repeats another unit's node and path")
+        seen.add(key)
+    return {**data, "type": vtype}
+
+
+def _missing(field: str) -> None:
+    raise PayloadError(field, "is required")
+
+
+def validate_existing(data: dict[str, Any]) -> dict[str, Any]:
+    payload.name(data, "cluster")
+    payload.name(data, "name")
+    return data
+
+
+def participants(data: dict[str, Any]) -> list[str]:
+    nodes: list[str] = []
+    for unit in data.get("storage_units", []):
+        if unit["node"] not in nodes:
+            nodes.append(unit["node"])
+    return nodes
+
+
+def parts(data: dict[str, Any], **extra: Any) -> dict[str, dict[str, Any]]:
+    """Each participant's share: the units it holds, by their index in the volume."""
+    out: dict[str, dict[str, Any]] = {}
+    for index, unit in enumerate(data["storage_units"]):
+        share = out.setdefault(unit["node"], {"volume": data["name"], "type": data.get("type"), "units": [], **extra})
+        share["units"].append({"index": unit.get("index", index), "path": unit.get("path")})
+    return out
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((path / META).read_text()))
+    except FileNotFoundError:
+        return None
+
+
+# --- volume_create ------------------------------------------------------------------------------
+
+
+def create_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
+    made = []
+    for unit in share["units"]:
+        path = unit_path(ctx.data_dir, share["volume"], unit["index"], unit["path"])
+        meta = read_meta(path)
+        if meta is not None and meta.get("volume") != share["volume"]:
+            raise HandlerError(f"{path} on node {ctx.node} already holds a unit of volume {meta.get('volume')!r}")
+        path.mkdir(parents=True, exist_ok=True)
+        info = {"volume": share["volume"], "type": share["type"], "index": unit["index"], "task_id": ctx.task_id,
+                "state": "created"}  # fmt: skip
+        (path / META).write_text(json.dumps(info, indent=1))
+        made.append({"index": unit["index"], "path": str(path)})
+    return {"units": made}
+
+
+@register("volume_create", validate=validate_create, participants=participants, part=create_part)
+def create(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Creates the volume's storage units on every participating node."""
+    answers = ctx.fan_out(parts(data))
+    units = sorted(
+        ({"node": node, **unit} for node, answer in answers.items() for unit in answer["units"]),
+        key=lambda u: u["index"],
+    )
+    return {"volume": data["name"], "type": data["type"], "storage_units": units}
+
+
+# --- volume_start / volume_stop ------------------------------------------------------------------
+
+
+def set_state_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
+    for unit in share["units"]:
+        path = unit_path(ctx.data_dir, share["volume"], unit["index"], unit["path"])
+        meta = read_meta(path)
+        if meta is None or meta.get("volume") != share["volume"]:
+            raise HandlerError(f"storage unit {path} of volume {share['volume']} is missing on node {ctx.node}")
+        meta["state"] = share["state"]
+        (path / META).write_text(json.dumps(meta, indent=1))
+    return {"units": len(share["units"]), "state": share["state"]}
+
+
+def _set_state(ctx: RunContext, data: dict[str, Any], state: str) -> dict[str, Any]:
+    ctx.fan_out(parts(data, state=state))
+    return {"volume": data["name"], "state": state}
+
+
+@register("volume_start", validate=validate_existing, participants=participants, part=set_state_part)
+def start(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Marks every storage unit started."""
+    return _set_state(ctx, data, "started")
+
+
+@register("volume_stop", validate=validate_existing, participants=participants, part=set_state_part)
+def stop(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Marks every storage unit stopped."""
+    return _set_state(ctx, data, "stopped")
+
+
+# --- volume_delete -------------------------------------------------------------------------------
+
+
+def delete_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
+    removed = []
+    for unit in share["units"]:
+        path = unit_path(ctx.data_dir, share["volume"], unit["index"], unit["path"])
+        meta = read_meta(path)
+        if meta is not None and meta.get("volume") != share["volume"]:
+            raise HandlerError(f"{path} on node {ctx.node} belongs to volume {meta.get('volume')!r}, not removing")
+        if path.exists():
+            shutil.rmtree(path)
+        removed.append(str(path))
+    default_parent = ctx.data_dir / "volumes" / share["volume"]
+    if default_parent.exists() and not any(default_parent.iterdir()):
+        default_parent.rmdir()
+    return {"removed": removed}
+
+
+@register("volume_delete", validate=validate_existing, participants=participants, part=delete_part)
+def delete(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Removes every storage unit's directory."""
+    ctx.fan_out(parts(data))
+    return {"volume": data["name"], "deleted": True}

@@ -1,0 +1,58 @@
+"""Node heartbeats: a key with a TTL that peers read (is node X up?), and a stream entry that the
+writers turn into Node.last_heartbeat for the server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from django.conf import settings
+
+from tasks_app import update_stream
+
+log = logging.getLogger(__name__)
+
+
+def alive_key(node: str) -> str:
+    return f"{settings.TASKHUB_STREAM_PREFIX}:alive:{node}"
+
+
+def beat(node: str, info: dict[str, Any]) -> None:
+    ttl = max(1, int(settings.TASKHUB_NODE_OFFLINE_SECONDS))
+    update_stream.client().set(alive_key(node), json.dumps({"ts": time.time(), **info}), ex=ttl)
+    update_stream.push_heartbeat(node, info)
+
+
+def alive(node: str) -> bool:
+    return bool(update_stream.client().exists(alive_key(node)))
+
+
+def forget(node: str) -> None:
+    update_stream.client().delete(alive_key(node))
+
+
+class Heartbeat(threading.Thread):
+    """Beats every TASKHUB_HEARTBEAT_SECONDS until stopped; survives Redis outages."""
+
+    def __init__(self, node: str, info: dict[str, Any]) -> None:
+        super().__init__(name=f"heartbeat-{node}", daemon=True)
+        self.node, self.info = node, info
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                beat(self.node, self.info)
+            except redis.RedisError as exc:
+                log.warning("heartbeat of %s failed: %s", self.node, exc)
+            self._stop_event.wait(float(settings.TASKHUB_HEARTBEAT_SECONDS))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        with contextlib.suppress(redis.RedisError):
+            forget(self.node)
