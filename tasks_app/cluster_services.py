@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from django.db import transaction
+
 from tasks_app.models import Cluster, Node
 from tasks_app.update_stream import Heartbeat
 
@@ -44,3 +46,16 @@ def record_heartbeats(beats: Sequence[Heartbeat]) -> None:
         if isinstance(beat.info.get("data_dir"), str):
             fields["data_dir"] = beat.info["data_dir"]
         Node.objects.filter(name=name).update(**fields)
+
+
+def node_pull_tasks(*, node: Node, since: int | None = None) -> list[str]:
+    """Kadalu's pull: the node's unfinished tasks; the pending ones become received as they are fetched."""
+    from tasks_app.cluster_selectors import node_open_tasks
+    from tasks_app.transitions import StatusUpdate, task_transition_many
+
+    with transaction.atomic():
+        ids = list(node_open_tasks(node=node, since=since).values_list("task_id", flat=True)[:500])
+        task_transition_many(
+            updates=[StatusUpdate(task_id=i, status="received", source=f"pull:{node.name}") for i in ids]
+        )
+    return ids

@@ -2,10 +2,14 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from tasks_app.api import health, seed
+from tasks_app.api.clusters import ClusterViewSet, NodeTasksView, NodeViewSet, VolumeViewSet
 from tasks_app.api.v1 import TaskViewSet
 
 router = DefaultRouter()
 router.register("tasks", TaskViewSet, basename="task")
+router.register("clusters", ClusterViewSet, basename="cluster")
+router.register("nodes", NodeViewSet, basename="node")
+router.register(r"clusters/(?P<cluster>[^/]+)/volumes", VolumeViewSet, basename="volume")
 
 urlpatterns = [
     # The seed API, at the reference service's paths (no trailing slashes).
@@ -14,5 +18,8 @@ urlpatterns = [
     path("tasks", seed.task_list, name="seed-task-list"),
     path("task_update", seed.task_update_push, name="seed-task-update"),
     path("healthz", health.health, name="health"),
+    # Kadalu's paths, without trailing slashes (tasks/<id>/history/ has one, so they cannot clash).
+    path("api/v1/tasks/<str:cluster>/<str:node>", NodeTasksView.as_view(), name="node-tasks"),
+    path("api/v1/clusters/<str:cluster>/volumes", VolumeViewSet.as_view({"get": "list", "post": "create"})),
     path("api/v1/", include(router.urls)),
 ]

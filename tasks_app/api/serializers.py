@@ -24,6 +24,9 @@ class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
     task_data = serializers.JSONField(required=False, help_text="a JSON object")
     task_status = serializers.ChoiceField(choices=STATUS_VALUES, required=False)
     task_status_data = serializers.JSONField(required=False, help_text="a JSON object")
+    node = serializers.CharField(
+        required=False, allow_blank=True, help_text="run on this node (default: the type's first participant)"
+    )
     history_url = serializers.HyperlinkedIdentityField(view_name="task-history", lookup_field="pk")
 
     class Meta:
@@ -36,9 +39,11 @@ class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
             "task_create_timestamp",
             "task_status",
             "task_status_data",
+            "node",
+            "attempts",
             "history_url",
         ]
-        read_only_fields = ["task_update_timestamp", "task_create_timestamp"]
+        read_only_fields = ["task_update_timestamp", "task_create_timestamp", "attempts"]
 
     def validate_task_id(self, value: str) -> str:
         if self.instance is not None and value != self.instance.task_id:
@@ -54,7 +59,9 @@ class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # DRF drops unknown keys silently; a typo in a field name should be an error instead.
         if isinstance(self.initial_data, dict):
-            writable = {"task_id", "task_data", "task_type", "task_status", "task_status_data"}
+            writable = {"task_id", "task_data", "task_type", "task_status", "task_status_data", "node"}
+            if self.instance is not None and "node" in self.initial_data:
+                raise serializers.ValidationError({"node": "the node is chosen when the task is created"})
             unknown = sorted(set(self.initial_data) - writable)
             if unknown:
                 raise serializers.ValidationError(dict.fromkeys(unknown, "Unknown or read-only field"))

@@ -26,7 +26,7 @@ class TaskCursorPagination(CursorPagination):
     max_page_size = 1000
 
 
-def _source(request: Request) -> str:
+def request_source(request: Request) -> str:
     """Who asked, for the history table."""
     who = request.user.get_username() if request.user and request.user.is_authenticated else "anonymous"
     return f"{request.method} {request.path} by {who}"
@@ -51,7 +51,8 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
             task_data=data.get("task_data"),
             task_status=data.get("task_status", "pending"),
             task_status_data=data.get("task_status_data"),
-            source=_source(request),
+            node=data.get("node") or None,
+            source=request_source(request),
         )
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(self.get_serializer(task).data, status=code)
@@ -61,7 +62,7 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
         serializer = self.get_serializer(task, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         changes = {k: v for k, v in serializer.validated_data.items() if k != "task_id"}
-        updated = services.task_update(task_id=task.task_id, changes=changes, source=_source(request))
+        updated = services.task_update(task_id=task.task_id, changes=changes, source=request_source(request))
         return Response(self.get_serializer(updated).data)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -12,14 +12,24 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
 from taskhub import devstack
+from tasks_app import cluster_services
 
 
 class Command(BaseCommand):
-    help = "Run the whole local stack (web, writer; a private Redis if none is listening) until Ctrl-C."
+    help = (
+        "Run the whole local stack until Ctrl-C: web, writer, scheduler, and a demo cluster whose nodes each "
+        "run their own worker (and a private Redis if none is listening)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--addr", default="127.0.0.1:8000", help="host:port for the web server")
         parser.add_argument("--writers", type=int, default=1, help="number of writer processes")
+        parser.add_argument("--demo-cluster", default="demo", help="name of the demo cluster")
+        parser.add_argument(
+            "--demo-nodes",
+            default="node1,node2,node3",
+            help="comma-separated nodes of the demo cluster, each with its own worker ('' for none)",
+        )
         parser.add_argument(
             "--seed-port",
             type=int,
@@ -44,10 +54,19 @@ class Command(BaseCommand):
                 procs.append(devstack.Proc("web-seed-port", [*manage, "runserver", seed_addr, "--noreload"], env))
             else:
                 self.stdout.write(f"Port {options['seed_port']} is taken; the seed-compatible port is not served.")
-        procs += [
-            devstack.Proc(f"writer-{i + 1}", [*manage, "run_writer"], env) for i in range(options["writers"])
-        ]
-        self._banner(options["addr"], seed_addr, env.get("REDIS_URL", settings.REDIS_URL))
+        procs += [devstack.Proc(f"writer-{i + 1}", [*manage, "run_writer"], env) for i in range(options["writers"])]
+        procs.append(devstack.Proc("scheduler", [*manage, "run_scheduler", "--loglevel", "WARNING"], env))
+        nodes = [n for n in options["demo_nodes"].split(",") if n]
+        if nodes:
+            cluster = cluster_services.cluster_ensure(name=options["demo_cluster"])
+            for name in nodes:
+                data_dir = settings.VAR_DIR / "nodes" / name
+                cluster_services.node_register(cluster=cluster, name=name, data_dir=str(data_dir))
+                argv = [*manage, "run_node", name, "--data-dir", str(data_dir), "--loglevel", "WARNING"]
+                procs.append(devstack.Proc(f"node {name}", argv, env))
+        self._banner(
+            options["addr"], seed_addr, env.get("REDIS_URL", settings.REDIS_URL), options["demo_cluster"], nodes
+        )
         try:
             code = devstack.supervise(procs)
         finally:
@@ -56,7 +75,7 @@ class Command(BaseCommand):
                 private_redis.wait(timeout=10)
         sys.exit(code)
 
-    def _banner(self, addr: str, seed_addr: str | None, redis_url: str) -> None:
+    def _banner(self, addr: str, seed_addr: str | None, redis_url: str, cluster: str, nodes: list[str]) -> None:
         user, password = self._admin_login()
         base = f"http://{addr}"
         lines = [
@@ -69,6 +88,16 @@ class Command(BaseCommand):
             f"  Health          {base}/healthz",
             *([f"  Seed API also   http://{seed_addr}/  (the reference service's port)"] if seed_addr else []),
             f"  Redis           {redis_url}",
+            *(
+                [
+                    f"  Demo cluster    {cluster!r}: nodes {', '.join(nodes)}, data in {settings.VAR_DIR / 'nodes'}",
+                    f"  Try             .venv/bin/taskhub volume create vol1 --cluster {cluster} "
+                    + " ".join(f"--unit {n}" for n in nodes)
+                    + " --watch",
+                ]
+                if nodes
+                else []
+            ),
             "",
         ]
         self.stdout.write("\n".join(lines))

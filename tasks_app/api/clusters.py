@@ -1,0 +1,133 @@
+"""/api/v1/clusters/, /api/v1/nodes/, a cluster's volumes, and Kadalu's pull API for nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tasks_app import cluster_selectors, cluster_services, services
+from tasks_app.api.cluster_serializers import (
+    ClusterSerializer,
+    NodeSerializer,
+    VolumeCreateSerializer,
+    VolumeSerializer,
+)
+from tasks_app.api.serializers import TaskSerializer
+from tasks_app.api.v1 import request_source
+from tasks_app.models import Cluster, GlobalTask, Node, Volume
+
+
+class ClusterViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Cluster]):
+    """Clusters, addressable by id or name."""
+
+    serializer_class = ClusterSerializer
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> QuerySet[Cluster]:
+        return Cluster.objects.prefetch_related("nodes")
+
+    def get_object(self) -> Cluster:
+        return cluster_selectors.cluster_get(ref=self.kwargs["pk"])
+
+    def perform_create(self, serializer: Any) -> None:
+        serializer.instance = cluster_services.cluster_ensure(name=serializer.validated_data["name"])
+
+
+class NodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Node]):
+    """Nodes, addressable by id or name. POST registers a node as a member directly; the task way
+    (which prepares the node itself) is a node_addition task."""
+
+    serializer_class = NodeSerializer
+    lookup_value_regex = "[^/]+"
+    filterset_fields = ["cluster__name", "state", "transport"]
+
+    def get_queryset(self) -> QuerySet[Node]:
+        return cluster_selectors.node_list()
+
+    def get_object(self) -> Node:
+        return cluster_selectors.node_get(ref=self.kwargs["pk"])
+
+    def perform_create(self, serializer: Any) -> None:
+        data = serializer.validated_data
+        serializer.instance = cluster_services.node_register(
+            cluster=data["cluster"], name=data["name"], transport=data.get("transport", Node.Transport.QUEUE)
+        )
+
+
+class VolumeViewSet(viewsets.ViewSet):
+    """A cluster's volumes. Creating, starting, stopping and deleting one are tasks: 202 + the task."""
+
+    def _cluster(self) -> Cluster:
+        return cluster_selectors.cluster_get(ref=self.kwargs["cluster"])
+
+    @extend_schema(responses=VolumeSerializer(many=True))
+    def list(self, request: Request, cluster: str) -> Response:
+        return Response(VolumeSerializer(cluster_selectors.volume_list(cluster=self._cluster()), many=True).data)
+
+    @extend_schema(responses=VolumeSerializer)
+    def retrieve(self, request: Request, cluster: str, pk: str) -> Response:
+        return Response(VolumeSerializer(cluster_selectors.volume_get(cluster=self._cluster(), name=pk)).data)
+
+    @extend_schema(request=VolumeCreateSerializer, responses={202: TaskSerializer})
+    def create(self, request: Request, cluster: str) -> Response:
+        body = VolumeCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        node = data.pop("node", None)
+        units = [{k: v for k, v in u.items() if v is not None} for u in data.pop("storage_units")]
+        task_data = {"cluster": self._cluster().name, **data, "storage_units": units}
+        return self._task(request, "volume_create", task_data, node)
+
+    @extend_schema(request=None, responses={202: TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, cluster: str, pk: str) -> Response:
+        return self._task(request, "volume_start", {"cluster": self._cluster().name, "name": pk})
+
+    @extend_schema(request=None, responses={202: TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, cluster: str, pk: str) -> Response:
+        return self._task(request, "volume_stop", {"cluster": self._cluster().name, "name": pk})
+
+    @extend_schema(request=None, responses={202: TaskSerializer})
+    def destroy(self, request: Request, cluster: str, pk: str) -> Response:
+        return self._task(request, "volume_delete", {"cluster": self._cluster().name, "name": pk})
+
+    def _task(self, request: Request, task_type: str, task_data: dict[str, Any], node: str | None = None) -> Response:
+        task, _ = services.task_create(
+            task_type=task_type, task_data=task_data, node=node, source=request_source(request)
+        )
+        return Response(TaskSerializer(task, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+
+class NodeTasksView(APIView):
+    """Kadalu's pull API: GET /api/v1/tasks/<cluster>/<node>[?since=<epoch seconds>].
+
+    For nodes that cannot reach the broker. Returns the node's unfinished tasks, oldest first, and
+    marks the pending ones received. The node reports back with POST /task_update.
+    """
+
+    @extend_schema(
+        parameters=[OpenApiParameter("since", int, description="only tasks created after this epoch second")],
+        responses=TaskSerializer(many=True),
+    )
+    def get(self, request: Request, cluster: str, node: str) -> Response:
+        node_obj = cluster_selectors.node_get(ref=node, cluster=cluster_selectors.cluster_get(ref=cluster))
+        since_raw = request.query_params.get("since")
+        try:
+            since = int(since_raw) if since_raw else None
+        except ValueError as exc:
+            raise ValidationError({"since": "must be an integer (epoch seconds)"}) from exc
+        ids = cluster_services.node_pull_tasks(node=node_obj, since=since)
+        tasks = GlobalTask.objects.filter(pk__in=ids).order_by("task_create_timestamp", "task_id")
+        return Response(TaskSerializer(tasks, many=True, context={"request": request}).data)
+
+
+__all__ = ["ClusterViewSet", "NodeTasksView", "NodeViewSet", "Volume", "VolumeViewSet"]
