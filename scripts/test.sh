@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 
 PG_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+# Tests use a Redis database of their own, for the update stream and for Celery's queues alike.
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/13}"
+export REDIS_URL="$TEST_REDIS_URL" CELERY_BROKER_URL="$TEST_REDIS_URL"
 
 echo "== tests on SQLite =="
 env -u DATABASE_URL "$PY" -m pytest "$@"

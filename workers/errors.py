@@ -13,6 +13,9 @@ class PayloadError(ValueError):
         self.field = field
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, self.message))
+
 
 class HandlerError(RuntimeError):
     """The work failed on the node for a reason worth showing to the operator as is."""
@@ -20,6 +23,11 @@ class HandlerError(RuntimeError):
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.details = details or {}
+
+    # Celery checks that an exception survives pickling and otherwise falls back to a parent
+    # class, which would drop `details` (the per-node answers). Keep every constructor argument.
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.details))
 
 
 class FanOutFailed(HandlerError):
@@ -30,3 +38,6 @@ class FanOutFailed(HandlerError):
         reasons = "; ".join(f"{n}: {nodes[n].get('error', {}).get('message', 'failed')}" for n in failed)
         super().__init__(f"{len(failed)} of {len(nodes)} node(s) failed: {reasons}", {"nodes": nodes})
         self.nodes = nodes
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.nodes,))

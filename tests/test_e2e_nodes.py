@@ -1,0 +1,227 @@
+"""End to end with real processes: a writer, node workers (Celery, on a real Redis), a scheduler.
+
+Node workers get a DATABASE_URL that points nowhere: everything they report must travel through
+the update stream. Node names are unique per run, so parallel runs never share a queue.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.db import transaction
+
+from taskhub.celery import app as celery_app
+from tasks_app.cluster_services import cluster_ensure, node_register
+from tasks_app.models import GlobalTask, Node, Volume
+from tasks_app.services import task_create
+from tests.conftest import MANAGE, database_url
+from tests.helpers import start_manage, stop, wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+RUN = uuid.uuid4().hex[:6]
+PREFIX = f"taskhub-test:{RUN}:updates"
+N1, N2, N3, OFF = (f"e2e{RUN}-{n}" for n in ("n1", "n2", "n3", "offline"))
+FINAL = ("completed", "failed", "cancelled")
+
+
+class Cluster:
+    """The processes of one test cluster, and how to (re)start them."""
+
+    redis_url: str = celery_app.conf.broker_url
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        base = dict(os.environ)
+        # The broker this test process publishes to is fixed when Celery first reads its settings,
+        # so the nodes use that one (scripts/test.sh points it at the tests' Redis database).
+        base.update(
+            REDIS_URL=self.redis_url,
+            CELERY_BROKER_URL=self.redis_url,
+            TASKHUB_STREAM_PREFIX=PREFIX,
+            TASKHUB_HANDLER_MODULES="tests.handlers_for_tests",
+            TASKHUB_HEARTBEAT_SECONDS="1",
+            TASKHUB_NODE_OFFLINE_SECONDS="5",
+            TASKHUB_FANOUT_TIMEOUT="15",
+            TASKHUB_REDELIVERY_SECONDS="3",
+            TASKHUB_DISPATCH_GRACE_SECONDS="1",
+            TASKHUB_SWEEP_SECONDS="1",
+            PYTHONUNBUFFERED="1",
+        )
+        self.env = base
+
+    def data_dir(self, node: str) -> Path:
+        return self.tmp / "nodes" / node
+
+    def start_node(self, node: str) -> None:
+        # A node has the broker only: its database settings lead nowhere.
+        env = dict(self.env, DATABASE_URL="postgres://nobody@127.0.0.1:9/nowhere")
+        args = ["run_node", node, "--data-dir", str(self.data_dir(node)), "--concurrency", "4", "--loglevel", "INFO"]
+        self.procs[node] = start_manage(args, env, self.tmp / f"{node}.log")
+
+    def start_server_side(self, name: str, args: list[str]) -> None:
+        self.procs[name] = start_manage(args, dict(self.env, DATABASE_URL=database_url()), self.tmp / f"{name}.log")
+
+    def alive(self, node: str) -> bool:
+        return bool(redis.Redis.from_url(self.redis_url).exists(f"{PREFIX}:alive:{node}"))
+
+    def kill(self, name: str) -> None:
+        stop(self.procs[name], signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            stop(proc)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.tmp.glob("*.log")))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    for node in (N1, N2, N3):
+        c.start_node(node)
+    try:
+        wait_until(lambda: all(c.alive(n) for n in (N1, N2, N3)), 60, "three node workers to heartbeat")
+        yield c
+    except AssertionError:
+        print(c.logs())
+        raise
+    finally:
+        c.stop_all()
+        client = redis.Redis.from_url(c.redis_url)
+        for pattern in (f"{PREFIX}*", f"*e2e{RUN}*"):
+            for key in client.scan_iter(match=pattern):
+                client.delete(key)
+
+
+@pytest.fixture
+def writer(cluster: Cluster, settings: Any, transactional_db: None) -> Iterator[Cluster]:
+    """Per test, since the database is new each test: the writer, the cluster rows, our stream prefix."""
+    settings.TASKHUB_STREAM_PREFIX = PREFIX
+    settings.REDIS_URL = cluster.redis_url
+    settings.TASKHUB_HANDLER_MODULES = ["tests.handlers_for_tests"]
+    import tests.handlers_for_tests  # noqa: F401  (the test process validates test_sleep tasks too)
+
+    demo = cluster_ensure(name=f"demo{RUN}")
+    for node in (N1, N2, N3, OFF):
+        node_register(cluster=demo, name=node)
+    cluster.start_server_side("writer", ["run_writer"])
+    yield cluster
+    stop(cluster.procs.pop("writer"))
+
+
+def wait_final(task_id: str, cluster: Cluster, timeout: float = 60) -> GlobalTask:
+    def done() -> GlobalTask | None:
+        task = GlobalTask.objects.get(pk=task_id)
+        return task if task.task_status in FINAL else None
+
+    try:
+        return wait_until(done, timeout, f"task {task_id} to finish", interval=0.2)  # type: ignore[no-any-return]
+    except AssertionError:
+        row = GlobalTask.objects.filter(pk=task_id).values().first()
+        print(f"task: {row}\n{cluster.logs()}")
+        raise
+
+
+def volume(name: str, nodes: list[str]) -> str:
+    data = {"cluster": f"demo{RUN}", "name": name, "type": "replicate", "storage_units": [{"node": n} for n in nodes]}
+    task, _ = task_create(task_type="volume_create", task_data=data, source="test")
+    return task.task_id
+
+
+def statuses(task: GlobalTask) -> list[str]:
+    return list(task.history.order_by("at", "id").values_list("to_status", flat=True))
+
+
+def test_volume_across_three_nodes(writer: Cluster) -> None:
+    task = wait_final(volume("vol1", [N1, N2, N3]), writer)
+    assert task.task_status == "completed", task.task_status_data
+    assert statuses(task) == ["pending", "received", "in_progress", "completed"]
+    assert set(task.history.exclude(to_status="pending").values_list("source", flat=True)) == {f"node:{N1}"}
+    vol = Volume.objects.get(name="vol1")
+    units = {u.node.name: Path(u.path) for u in vol.storage_units.all()}
+    assert set(units) == {N1, N2, N3}
+    for node, path in units.items():
+        assert path.is_relative_to(writer.data_dir(node))
+        assert (path / ".taskhub-unit.json").is_file()
+    # The heartbeats reached the table through the stream too.
+    wait_until(lambda: Node.objects.filter(name=N3, last_heartbeat__isnull=False).exists(), 10, "heartbeats")
+
+
+def test_an_offline_participant_fails_the_task_naming_it(writer: Cluster) -> None:
+    task = wait_final(volume("vol2", [N1, N2, OFF]), writer)
+    assert task.task_status == "failed"
+    data = task.task_status_data
+    assert OFF in data["error"]["message"], data
+    assert data["nodes"][OFF]["ok"] is False and "offline" in data["nodes"][OFF]["error"]["message"]
+    assert data["nodes"][N2]["ok"] is True
+    assert not Volume.objects.filter(name="vol2").exists()
+
+
+def test_a_message_delivered_twice_runs_once(writer: Cluster) -> None:
+    from tasks_app.dispatch import publish
+
+    task, _ = task_create(task_type="test_sleep", task_data={"node": N2, "seconds": 1}, source="test")
+    publish(task.task_id)  # a second copy, as a sweep racing the first publish would send
+    task = wait_final(task.task_id, writer)
+    assert task.task_status == "completed"
+    runs = writer.data_dir(N2) / f"runs-{task.task_id}.log"
+    wait_until(lambda: True, 2, "a moment for the duplicate to be handled")
+    assert len(runs.read_text().splitlines()) == 1
+
+
+def test_node_killed_mid_task_finishes_it_after_restart(writer: Cluster) -> None:
+    task, _ = task_create(task_type="test_sleep", task_data={"node": N3, "seconds": 4}, source="test")
+    wait_until(
+        lambda: GlobalTask.objects.get(pk=task.task_id).task_status == "in_progress", 30, "the task to start"
+    )
+    writer.kill(N3)
+    writer.start_node(N3)
+    done = wait_final(task.task_id, writer, timeout=90)
+    assert done.task_status == "completed", done.task_status_data
+    runs = (writer.data_dir(N3) / f"runs-{task.task_id}.log").read_text().splitlines()
+    assert len(runs) == 2  # the killed run, and the one that finished
+
+
+def test_a_task_whose_publish_never_happened_is_delivered_by_the_sweep(writer: Cluster) -> None:
+    """The API process dies right after its commit, before on_commit publishes: the sweep delivers."""
+    script = f"""
+import os, signal
+from django.db import transaction
+from tasks_app.services import task_create
+import tests.handlers_for_tests
+with transaction.atomic():
+    # Registered first, so it runs first after the commit: the process dies before publishing.
+    transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
+    task, _ = task_create(task_type="test_sleep", task_data={{"node": "{N1}", "seconds": 0}}, task_id="orphan-{RUN}")
+"""
+    env = dict(writer.env, DATABASE_URL=database_url())
+    died = subprocess.run([*MANAGE, "shell", "-c", script], env=env)
+    assert died.returncode == -signal.SIGKILL
+    orphan = GlobalTask.objects.get(pk=f"orphan-{RUN}")
+    assert orphan.dispatched_at is None and orphan.task_status == "pending"
+    writer.start_server_side("scheduler", ["run_scheduler"])
+    try:
+        done = wait_final(orphan.task_id, writer)
+    finally:
+        stop(writer.procs.pop("scheduler"))
+    assert done.task_status == "completed"
+    assert done.dispatched_at is not None
+
+
+def test_without_a_commit_nothing_is_published(writer: Cluster) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        task_create(task_type="test_sleep", task_data={"node": N1, "seconds": 0}, task_id=f"rolled-back-{RUN}")
+        raise RuntimeError("the request failed after the insert")
+    assert not GlobalTask.objects.filter(pk=f"rolled-back-{RUN}").exists()
+    assert redis.Redis.from_url(writer.redis_url).llen(f"node.{N1}") == 0

@@ -1,0 +1,144 @@
+"""Task-type handlers doing their real work in a node's data directory (no broker needed here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workers import registry
+from workers.context import RunContext
+from workers.errors import HandlerError, PayloadError
+from workers.handlers import blocks, vdag, volumes
+from workers.runner import run_task
+
+SEED_TYPES = ["vdag_creation", "block_alloc", "cluster_infra_creation", "cluster_infra_remove", "node_addition",
+              "node_removal"]  # fmt: skip
+VOLUME_TYPES = ["volume_create", "volume_start", "volume_stop", "volume_delete"]
+
+
+def ctx(tmp_path: Path, node: str = "node1", task_id: str = "t1") -> RunContext:
+    return RunContext(task_id=task_id, task_type="x", node=node, data_dir=tmp_path)
+
+
+def test_the_seed_and_kadalu_types_are_registered() -> None:
+    assert set(SEED_TYPES + VOLUME_TYPES) <= set(registry.known())
+
+
+@pytest.mark.parametrize(
+    ("task_type", "data", "field"),
+    [
+        ("block_alloc", {"cluster": "c", "node": "n"}, "blocks"),
+        ("block_alloc", {"cluster": "c", "node": "n", "blocks": 0}, "blocks"),
+        ("block_alloc", {"cluster": "c", "blocks": 1}, "node"),
+        ("volume_create", {"cluster": "c", "name": "v"}, "storage_units"),
+        ("volume_create", {"cluster": "c", "name": "v", "type": "mirror", "storage_units": [{"node": "a"}]}, "type"),
+        ("volume_create", {"cluster": "c", "name": "v", "storage_units": [{"node": "a"}]}, "storage_units"),
+        ("volume_create", {"cluster": "c", "name": "v", "storage_units": [{"node": "a"}, {}]},
+         "storage_units[1].node"),
+        ("volume_create", {"cluster": "c", "name": "v", "storage_units": [{"node": "a"}, {"node": "b", "path": "../x"}]},
+         "storage_units[1].path"),
+        ("volume_create", {"cluster": "c", "name": "bad name", "storage_units": [{"node": "a"}, {"node": "b"}]},
+         "name"),
+        ("cluster_infra_creation", {"cluster": "c", "nodes": []}, "nodes"),
+        ("vdag_creation", {"cluster": "c", "node": "n", "name": "g", "vertices": []}, "vertices"),
+        ("vdag_creation", {"cluster": "c", "node": "n", "name": "g", "vertices": [{"id": "a", "allocation": "x"}],
+                           "edges": [["a", "b"]]}, "edges[0]"),
+    ],
+)  # fmt: skip
+def test_bad_payloads_name_the_field(task_type: str, data: dict[str, Any], field: str) -> None:
+    ttype = registry.get(task_type)
+    assert ttype is not None
+    with pytest.raises(PayloadError) as err:
+        ttype.validate(data)
+    assert err.value.field == field
+
+
+def test_vdag_must_be_acyclic() -> None:
+    data = {
+        "cluster": "c",
+        "node": "n",
+        "name": "g",
+        "vertices": [{"id": v, "allocation": "x"} for v in "abc"],
+        "edges": [["a", "b"], ["b", "c"], ["c", "a"]],
+    }
+    with pytest.raises(PayloadError, match="cycle"):
+        vdag.validate(data)
+    data["edges"] = [["a", "b"], ["b", "c"], ["a", "c"]]
+    assert vdag.validate(data) is data
+
+
+def test_block_alloc_reserves_against_capacity(tmp_path: Path, settings: Any) -> None:
+    settings.TASKHUB_NODE_CAPACITY_BLOCKS = 10
+    data = {"cluster": "c", "node": "node1", "blocks": 6}
+    assert blocks.run(ctx(tmp_path, task_id="a1"), data) == {"allocation_id": "a1", "blocks": 6, "free_blocks": 4}
+    # Asking again for the same allocation does not reserve twice.
+    assert blocks.run(ctx(tmp_path, task_id="a1"), data)["free_blocks"] == 4
+    with pytest.raises(HandlerError, match=r"not enough free blocks on node .*: asked for 6, 4 free of 10"):
+        blocks.run(ctx(tmp_path, task_id="a2"), data)
+    assert blocks.allocated(tmp_path) == {"a1": 6}
+
+
+def test_vdag_refers_to_blocks_allocated_on_the_node(tmp_path: Path) -> None:
+    blocks.run(ctx(tmp_path, task_id="alloc-1"), {"cluster": "c", "node": "node1", "blocks": 1})
+    graph = {"cluster": "c", "node": "node1", "name": "g1", "vertices": [{"id": "a", "allocation": "alloc-1"}]}
+    result = vdag.run(ctx(tmp_path, task_id="v1"), graph)
+    assert json.loads(Path(result["path"]).read_text())["vertices"] == graph["vertices"]
+    graph["vertices"] = [{"id": "a", "allocation": "nope"}]
+    with pytest.raises(HandlerError, match="allocation nope, which is not allocated on node node1"):
+        vdag.run(ctx(tmp_path, task_id="v2"), graph)
+
+
+def test_volume_parts_create_set_state_and_delete_units(tmp_path: Path) -> None:
+    share = {"volume": "vol1", "type": "replicate", "units": [{"index": 0, "path": None}]}
+    made = volumes.create_part(ctx(tmp_path), share)
+    unit = Path(made["units"][0]["path"])
+    assert unit == tmp_path / "volumes" / "vol1" / "unit0"
+    assert json.loads((unit / volumes.META).read_text())["volume"] == "vol1"
+    volumes.set_state_part(ctx(tmp_path), {**share, "state": "started"})
+    assert json.loads((unit / volumes.META).read_text())["state"] == "started"
+    # Another volume may not take over a directory that holds this one's unit.
+    with pytest.raises(HandlerError, match="already holds a unit of volume 'vol1'"):
+        volumes.create_part(ctx(tmp_path), {**share, "volume": "vol2", "units": [{"index": 0, "path": str(unit)}]})
+    volumes.delete_part(ctx(tmp_path), share)
+    assert not unit.exists() and not (tmp_path / "volumes" / "vol1").exists()
+
+
+def test_a_run_is_recorded_once_and_replayed(tmp_path: Path, settings: Any) -> None:
+    settings.TASKHUB_NODE_NAME = "node1"
+    settings.TASKHUB_NODE_DATA_DIR = str(tmp_path)
+    settings.TASKHUB_NODE_CAPACITY_BLOCKS = 5
+    data = {"cluster": "c", "node": "node1", "blocks": 5}
+    first = run_task(task_id="once", task_type="block_alloc", task_data=data, attempt=0)
+    # A second delivery of the same message returns the recorded result without running again
+    # (running again would find no free blocks and fail).
+    assert run_task(task_id="once", task_type="block_alloc", task_data=data, attempt=0) == first
+    with pytest.raises(HandlerError, match="not enough free blocks"):
+        run_task(task_id="other", task_type="block_alloc", task_data=data, attempt=0)
+    with pytest.raises(HandlerError, match="not enough free blocks"):  # the failure is replayed too
+        run_task(task_id="other", task_type="block_alloc", task_data=data, attempt=0)
+
+
+def test_users_register_their_own_types() -> None:
+    import tests.handlers_for_tests  # noqa: F401  (registers test_sleep, as TASKHUB_HANDLER_MODULES would)
+
+    ttype = registry.get("test_sleep")
+    assert ttype is not None
+    assert ttype.participants({"node": "n9"}) == ["n9"]
+    with pytest.raises(PayloadError):
+        ttype.validate({"node": "n9", "seconds": "soon"})
+
+
+def test_errors_keep_their_details_through_pickling() -> None:
+    """Celery pickles exceptions; the per-node answers of a fan-out must survive it."""
+    import pickle
+
+    from workers.errors import FanOutFailed
+
+    err = FanOutFailed({"a": {"ok": True, "result": {}}, "b": {"ok": False, "error": {"message": "down"}}})
+    back = pickle.loads(pickle.dumps(err))  # noqa: S301 (our own object)
+    assert type(back) is FanOutFailed and back.details == err.details and str(back) == str(err)
+    assert pickle.loads(pickle.dumps(HandlerError("x", {"k": 1}))).details == {"k": 1}  # noqa: S301
+    assert pickle.loads(pickle.dumps(PayloadError("f", "bad"))).field == "f"  # noqa: S301
