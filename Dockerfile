@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every taskhub process: web (gunicorn), writer (manage.py run_writer), the one-shot migrate,
-# and later the Celery scheduler and workers. docker-compose.yml picks the process with `command`.
+# the scheduler (manage.py run_scheduler) and the node workers (manage.py run_node). docker-compose.yml picks
+# the process with `command`.
 FROM python:3.11-slim
 
 # STATIC_ROOT: static files are collected into the image below and whitenoise serves them from there,
@@ -26,11 +27,14 @@ COPY . .
 
 # collectstatic only reads settings; the defaults (a throwaway SQLite path, the dev SECRET_KEY) are never
 # used to serve anything. The collected files stay root-owned: the app only reads them.
+# /data: a node worker's data directory (manage.py run_node --data-dir /data). Docker fills a new, empty
+# named volume mounted there with this directory's owner, so it must exist here, owned by the app user, or
+# the node could not write to its own volume.
 RUN python manage.py collectstatic --noinput -v0 \
     && groupadd --system --gid 10001 taskhub \
     && useradd --system --uid 10001 --gid taskhub --home-dir /app --no-create-home --shell /usr/sbin/nologin taskhub \
-    && mkdir -p /app/var \
-    && chown taskhub:taskhub /app/var
+    && mkdir -p /app/var /data \
+    && chown taskhub:taskhub /app/var /data
 
 # Numeric, so orchestrators that insist on runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001

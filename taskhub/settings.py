@@ -80,7 +80,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # A file, not :memory:, so writer processes started by tests see the same database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_taskhub.sqlite3")}
+    # Named per test run, so two runs at once (a developer's and CI's) never share one file.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test_taskhub_{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

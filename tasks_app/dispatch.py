@@ -17,6 +17,7 @@ from tasks_app.models import GlobalTask, Node, now_ts
 from tasks_app.status import Status
 from workers import registry
 from workers.errors import PayloadError
+from workers.handlers.payload import NAME_RE
 from workers.queues import EXECUTE_TASK, node_queue
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ def prepare(*, task_type: str, task_data: dict[str, Any], node: str | None) -> t
         raise InvalidInput(f"task_data.{exc.field}: {exc.message}") from exc
     data = domain.check(task_type, data)
     participants = ttype.participants(data)
+    if node and participants and node not in participants:
+        raise InvalidInput(f"node: {node!r} does not take part in this task; choose one of {', '.join(participants)}")
+    if node and not NAME_RE.match(node):
+        raise InvalidInput("node: must be a node name of 1-64 letters, digits, '.', '_' or '-'")
     assigned = node or (participants[0] if participants else "")
     if not assigned:
         raise InvalidInput(f"a {task_type} task must name the node to run on ('node')")

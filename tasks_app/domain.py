@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tasks_app.errors import InvalidInput
-from tasks_app.models import BlockAllocation, Cluster, GlobalTask, Node, StorageUnit, Volume
+from tasks_app.models import BlockAllocation, Cluster, GlobalTask, Node, StorageUnit, Vdag, Volume
 from tasks_app.status import TERMINAL
 
 Data = dict[str, Any]
@@ -53,14 +53,14 @@ def _volume_create(data: Data) -> Data:
     return data
 
 
-def _existing_volume(states_allowed: tuple[str, ...], verb: str) -> Callable[[Data], Data]:
+def _existing_volume(states_allowed: tuple[str, ...], verb: str, hint: str = "") -> Callable[[Data], Data]:
     def check_volume(data: Data) -> Data:
         c = cluster(data["cluster"])
         vol = Volume.objects.filter(cluster=c, name=data["name"]).first()
         if vol is None:
             raise InvalidInput(f"task_data.name: no volume {data['name']!r} in cluster {c.name!r}")
         if vol.state not in states_allowed:
-            raise InvalidInput(f"task_data.name: volume {vol.name!r} is {vol.state}; cannot {verb} it")
+            raise InvalidInput(f"task_data.name: volume {vol.name!r} is {vol.state}; cannot {verb} it{hint}")
         units = StorageUnit.objects.filter(volume=vol).select_related("node").order_by("index")
         # The nodes cannot read the database, so the task carries where the units are.
         return {
@@ -107,7 +107,15 @@ def _cluster_remove(data: Data) -> Data:
 
 
 def _vdag(data: Data) -> Data:
-    node = member(data["node"], cluster(data["cluster"]))
+    c = cluster(data["cluster"])
+    node = member(data["node"], c)
+    in_flight = (
+        GlobalTask.objects.filter(task_type="vdag_creation", task_data__cluster=c.name, task_data__name=data["name"])
+        .exclude(task_status__in=TERMINAL)
+        .exists()
+    )
+    if in_flight or Vdag.objects.filter(cluster=c, name=data["name"]).exists():
+        raise InvalidInput(f"task_data.name: vDAG {data['name']!r} already exists in cluster {c.name!r}")
     held = set(
         BlockAllocation.objects.filter(node=node, allocation_id__in=[v["allocation"] for v in data["vertices"]])
         .values_list("allocation_id", flat=True)
@@ -125,7 +133,7 @@ _CHECKS: dict[str, Callable[[Data], Data]] = {
     "volume_create": _volume_create,
     "volume_start": _existing_volume(("created", "stopped"), "start"),
     "volume_stop": _existing_volume(("started",), "stop"),
-    "volume_delete": _existing_volume(("created", "stopped"), "delete (stop it first)"),
+    "volume_delete": _existing_volume(("created", "stopped"), "delete", " (stop it first)"),
     "block_alloc": _node_task,
     "vdag_creation": _vdag,
     "node_addition": _node_addition,

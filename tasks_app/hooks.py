@@ -62,7 +62,10 @@ def _node_removal(task_id: str, data: dict[str, Any], result: dict[str, Any]) ->
 
 def _cluster_state(state: str) -> Hook:
     def hook(task_id: str, data: dict[str, Any], result: dict[str, Any]) -> None:
-        Cluster.objects.update_or_create(name=data["cluster"], defaults={"state": state})
+        cluster, _ = Cluster.objects.update_or_create(name=data["cluster"], defaults={"state": state})
+        if state == Cluster.State.REMOVED:
+            # A removed cluster has no members; its nodes may join another one.
+            cluster.nodes.update(state=Node.State.REMOVED)
 
     return hook
 

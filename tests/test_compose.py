@@ -10,9 +10,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 import re
 import runpy
 import shlex
+import subprocess
+import sys
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -21,9 +24,16 @@ from urllib.parse import urlsplit
 
 import environ
 import pytest
+import redis
 import yaml
-from django.core.management import get_commands, load_command_class
+from django.core.management import call_command, get_commands, load_command_class
 from django.core.management.base import CommandError
+from django.test import override_settings
+
+from tests.conftest import TEST_REDIS_URL
+from workers import heartbeat
+from workers.handlers.payload import NAME_RE
+from workers.queues import SERVER_QUEUE, node_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -32,9 +42,12 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 GUNICORN_CONF = ROOT / "gunicorn.conf.py"
 SETTINGS_FILE = ROOT / "taskhub" / "settings.py"
 
-EXPECTED_SERVICES = {"postgres", "redis", "migrate", "web", "writer"}
-PROJECT_SERVICES = {"migrate", "web", "writer"}  # the ones that run the image the Dockerfile builds
-LONG_RUNNING_WITH_HEALTHCHECK = {"postgres", "redis", "web"}
+NODE_SERVICES = {"node1", "node2", "node3"}
+EXPECTED_SERVICES = {"postgres", "redis", "migrate", "web", "writer", "scheduler", *NODE_SERVICES}
+# The ones that run the image the Dockerfile builds.
+PROJECT_SERVICES = {"migrate", "web", "writer", "scheduler", *NODE_SERVICES}
+LONG_RUNNING_WITH_HEALTHCHECK = {"postgres", "redis", "web", *NODE_SERVICES}
+NODE_DATA_DIR = "/data"
 WSGI_APP = "taskhub.wsgi:application"
 
 # What an operator would export before `docker compose up` (the file demands the :? ones).
@@ -64,6 +77,11 @@ def services() -> dict[str, dict[str, Any]]:
 def project_services() -> list[str]:
     """Services built from this repository (they have `build`), as opposed to stock images."""
     return sorted(name for name, svc in services().items() if "build" in svc)
+
+
+def node_services() -> list[str]:
+    """Services that run a node worker (manage.py run_node), whatever they are called."""
+    return sorted(name for name in project_services() if argv(services()[name]["command"])[2:3] == ["run_node"])
 
 
 def argv(command: str | list[str]) -> list[str]:
@@ -198,6 +216,50 @@ def check_celery(args: list[str]) -> None:
     assert rest, "celery without a subcommand"
     subcommands = importlib.import_module("celery.bin.celery").celery.commands
     assert rest[0] in subcommands, f"celery has no subcommand {rest[0]!r}"
+    # The subcommand's own (click) parser, with the context celery's CLI would give it: an unknown option or
+    # a bad value (--pool bogus, --concurrency x) fails here as it would at start-up.
+    cli_context = importlib.import_module("celery.bin.base").CLIContext(app=app, no_color=True, workdir=None)
+    click = importlib.import_module("click")
+    try:
+        subcommands[rest[0]].make_context(rest[0], rest[1:], obj=cli_context)
+    except click.ClickException as exc:
+        raise AssertionError(f"celery {rest[0]} rejects {rest[1:]}: {exc.format_message()}") from exc
+
+
+class Exec(Exception):
+    """Raised by the fake os.exec* below: what a management command would have replaced itself with."""
+
+    def __init__(self, argv: list[str], env: Mapping[str, str] | None) -> None:
+        super().__init__(argv)
+        self.argv, self.env = argv, dict(env) if env is not None else None
+
+
+def exec_of(monkeypatch: pytest.MonkeyPatch, command: list[str]) -> Exec:
+    """Run `python manage.py <name> ...` in-process up to its os.execv/os.execve, and return that exec."""
+    assert command[:2] == ["python", "manage.py"], command
+
+    def fake_execv(path: str, args: list[str]) -> None:
+        raise Exec(list(args), None)
+
+    def fake_execve(path: str, args: list[str], env: Mapping[str, str]) -> None:
+        raise Exec(list(args), env)
+
+    monkeypatch.setattr(os, "execv", fake_execv)
+    monkeypatch.setattr(os, "execve", fake_execve)
+    with pytest.raises(Exec) as caught:
+        call_command(*command[2:])
+    return caught.value
+
+
+def as_celery_command(exec_argv: list[str]) -> list[str]:
+    """[python, -m, celery, ...] as the `celery ...` command line check_entry_point understands."""
+    assert exec_argv[1:3] == ["-m", "celery"], exec_argv
+    return ["celery", *exec_argv[3:]]
+
+
+def option(args: list[str], name: str) -> str:
+    assert name in args, f"{name} missing from {args}"
+    return args[args.index(name) + 1]
 
 
 # --- compose: shape ------------------------------------------------------------------------------
@@ -240,6 +302,12 @@ def test_project_service_command_is_a_real_entry_point(name: str) -> None:
         "celery -A no_such_module worker",
         "celery -A taskhub.no_such_module worker",
         "celery -A taskhub no_such_subcommand",
+        "celery -A taskhub worker --pool bogus",
+        "celery -A taskhub worker --no-such-option",
+        "python manage.py run_node",
+        "python manage.py run_node node1 --no-such-option",
+        "python manage.py run_node node1 --concurrency many",
+        "python manage.py run_scheduler --beat",
         "celery worker",
         "sh -c 'sleep infinity'",
     ],
@@ -255,9 +323,10 @@ def test_entry_point_check_rejects_what_would_crash(command: str) -> None:
         f"gunicorn {WSGI_APP} --bind 0.0.0.0:8000 --workers 3",
         "python manage.py run_writer --batch-size 500",
         "python manage.py migrate --noinput",
-        # For the Celery services still to come (beat scheduler, node workers).
         "celery -A taskhub worker -l INFO",
         "celery --app taskhub beat",
+        "python manage.py run_scheduler --loglevel WARNING",
+        "python manage.py run_node node7 --data-dir /data --concurrency 8 --capacity-blocks 64",
     ],
 )
 def test_entry_point_check_accepts_real_commands(command: str) -> None:
@@ -303,7 +372,7 @@ def test_web_listens_where_ports_and_healthcheck_expect() -> None:
     assert "WEB_CONCURRENCY" in environment(web), "workers come from the environment"
 
 
-@pytest.mark.parametrize("name", ["web", "writer"])
+@pytest.mark.parametrize("name", ["web", "writer", "scheduler"])
 def test_app_waits_for_healthy_backends_and_migrations(name: str) -> None:
     depends_on = services()[name].get("depends_on")
     assert isinstance(depends_on, dict), "the long form, with conditions"
@@ -329,6 +398,181 @@ def test_writer_scales() -> None:
     assert int(writer["deploy"]["replicas"]) >= 2
 
 
+def test_scheduler_runs_exactly_once() -> None:
+    """Two Celery beats would each schedule every sweep; compose must neither start nor scale a second one."""
+    scheduler = services()["scheduler"]
+    assert argv(scheduler["command"])[:3] == ["python", "manage.py", "run_scheduler"]
+    assert int(scheduler.get("deploy", {}).get("replicas", 1)) == 1
+    # A fixed container name is what makes `docker compose up --scale scheduler=2` an error.
+    assert scheduler.get("container_name"), "without a fixed container_name, --scale could start a second beat"
+    others = [name for name in project_services() if name != "scheduler"]
+    assert all(argv(services()[name]["command"])[2:3] != ["run_scheduler"] for name in others)
+
+
+def test_scheduler_runs_beat_and_the_server_queue_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What run_scheduler execs: one celery worker with an embedded beat, on the server queue."""
+    execed = exec_of(monkeypatch, argv(services()["scheduler"]["command"]))
+    command = as_celery_command(execed.argv)
+    check_entry_point(command)
+    assert "worker" in command and "--beat" in command
+    assert option(command, "--queues") == SERVER_QUEUE
+
+
+def test_nodes_exist_and_have_distinct_valid_names() -> None:
+    assert set(node_services()) == NODE_SERVICES
+    names = [argv(services()[name]["command"])[3] for name in node_services()]
+    assert len(set(names)) == len(names), f"two services run the same node: {names}"
+    for name in names:
+        assert NAME_RE.match(name), f"run_node refuses the node name {name!r}"
+
+
+@pytest.mark.parametrize("name", sorted(NODE_SERVICES))
+def test_node_worker_consumes_its_own_queue(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What run_node execs: a celery worker on queue node.<name>, told its name and data directory."""
+    command = argv(services()[name]["command"])
+    assert command[:4] == ["python", "manage.py", "run_node", name]
+    assert option(command, "--data-dir") == NODE_DATA_DIR
+    monkeypatch.setattr(Path, "mkdir", lambda self, *args, **kwargs: None)  # /data exists only in the image
+    execed = exec_of(monkeypatch, command)
+    celery_command = as_celery_command(execed.argv)
+    check_entry_point(celery_command)
+    assert option(celery_command, "--queues") == node_queue(name)
+    assert execed.env is not None
+    assert execed.env["TASKHUB_NODE_NAME"] == name
+    assert execed.env["TASKHUB_NODE_DATA_DIR"] == NODE_DATA_DIR
+
+
+@pytest.mark.parametrize("name", sorted(NODE_SERVICES))
+def test_node_never_gets_the_database(name: str) -> None:
+    """A node reports through the update stream only; its environment has the broker and the stream."""
+    node = services()[name]
+    env = environment(node)
+    assert "DATABASE_URL" not in env, f"{name}: a node never opens the database"
+    assert "SECRET_KEY" not in env and "POSTGRES_PASSWORD" not in env, f"{name}: a node needs no secrets"
+    shared = {key: str(value) for key, value in compose()["x-env"].items()}
+    assert env.get("REDIS_URL") == shared["REDIS_URL"], f"{name}: not the broker and stream everybody else uses"
+    if "CELERY_BROKER_URL" in env:
+        assert env["CELERY_BROKER_URL"] == shared["REDIS_URL"]
+    # Nodes append to shard crc32(id) % TASKHUB_STREAM_SHARDS: a different count writes where no writer reads.
+    for key in ("TASKHUB_STREAM_SHARDS", "TASKHUB_STREAM_PREFIX"):
+        assert env.get(key) == shared.get(key), f"{name}: {key} differs from the writers'"
+    depends_on = node.get("depends_on")
+    assert isinstance(depends_on, dict), "the long form, with conditions"
+    assert set(depends_on) == {"redis"}, f"{name}: a node needs only Redis, not {sorted(depends_on)}"
+    assert depends_on["redis"]["condition"] == "service_healthy"
+    # A node's name is its identity (its queue, its data): one container each.
+    assert int(node.get("deploy", {}).get("replicas", 1)) == 1
+    assert not node.get("ports")
+
+
+def test_each_node_keeps_its_data_in_a_named_volume_of_its_own() -> None:
+    volumes = compose().get("volumes") or {}
+    sources = []
+    for name in node_services():
+        pairs = (str(v).split(":")[:2] for v in services()[name].get("volumes", []))
+        mounts = {target: source for source, target in pairs}
+        assert mounts.get(NODE_DATA_DIR) in volumes, f"{name}: {NODE_DATA_DIR} is not a named volume"
+        sources.append(mounts[NODE_DATA_DIR])
+    assert len(set(sources)) == len(sources), f"nodes share a data volume: {sources}"
+
+
+def test_image_prepares_the_node_data_dir_for_its_user() -> None:
+    """A new named volume takes the owner of the image's directory; without one it would be root's."""
+    runs = " ".join(args for keyword, args in dockerfile_instructions() if keyword == "RUN")
+    user = [args for keyword, args in dockerfile_instructions() if keyword == "USER"][-1].split(":")[0]
+    assert re.search(rf"mkdir -p [^&;]*{NODE_DATA_DIR}\b", runs), f"the image has no {NODE_DATA_DIR}"
+    chown = re.search(rf"chown (\S+) [^&;]*{NODE_DATA_DIR}\b", runs)
+    assert chown, f"{NODE_DATA_DIR} is not given to the app user"
+    owner = chown[1].split(":")[0]
+    assert owner == user or re.search(rf"useradd [^&;]*--uid {user}\b[^&;]* {owner}\b", runs), (
+        f"{NODE_DATA_DIR} belongs to {owner}, the container runs as {user}"
+    )
+
+
+def _healthcheck(name: str) -> tuple[str, list[str]]:
+    """A node's healthcheck as (the `python -c` code, its sys.argv[1:])."""
+    test = [str(part) for part in services()[name]["healthcheck"]["test"]]
+    assert test[0] == "CMD" and Path(test[1]).name.startswith("python") and test[2] == "-c", test
+    return test[3], test[4:]
+
+
+def _settings_default(variable: str) -> str:
+    pattern = rf'\b{variable} = env\.str\("{variable}", default="([^"]*)"\)'
+    found = re.search(pattern, SETTINGS_FILE.read_text())
+    assert found, f"settings.py no longer reads {variable} the way the node healthcheck mirrors"
+    return found[1]
+
+
+class FakeRedis:
+    def __init__(self, keys: set[str]) -> None:
+        self.keys = keys
+        self.asked: list[str] = []
+
+    def exists(self, key: str) -> int:
+        self.asked.append(key)
+        return int(key in self.keys)
+
+
+def _run_healthcheck(name: str, client: FakeRedis, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The healthcheck's exit status, run in-process against `client`."""
+    code, args = _healthcheck(name)
+    urls: list[str] = []
+
+    def from_url(url: str, **kwargs: Any) -> FakeRedis:
+        urls.append(url)
+        return client
+
+    monkeypatch.setattr(redis.Redis, "from_url", from_url)
+    monkeypatch.setattr(sys, "argv", ["-c", *args])
+    with pytest.raises(SystemExit) as exited:
+        exec(compile(code, "<healthcheck>", "exec"), {})  # noqa: S102  # the compose file's own code
+    assert urls == [os.environ["REDIS_URL"]], "the healthcheck must ask the Redis in the node's REDIS_URL"
+    return int(exited.value.code or 0)
+
+
+@pytest.mark.parametrize("name", sorted(NODE_SERVICES))
+@pytest.mark.parametrize("prefix", [None, "elsewhere:updates"])
+def test_node_healthcheck_probes_its_own_heartbeat_key(
+    name: str, prefix: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Healthy exactly when the key workers/heartbeat.py keeps alive for this node exists."""
+    node_name = argv(services()[name]["command"])[3]
+    assert _healthcheck(name)[1] == [node_name], "the healthcheck must probe the node this service runs"
+    monkeypatch.setenv("REDIS_URL", interpolate(environment(services()[name])["REDIS_URL"], OPERATOR_ENV))
+    if prefix is None:
+        monkeypatch.delenv("TASKHUB_STREAM_PREFIX", raising=False)
+    else:
+        monkeypatch.setenv("TASKHUB_STREAM_PREFIX", prefix)
+    with override_settings(TASKHUB_STREAM_PREFIX=prefix or _settings_default("TASKHUB_STREAM_PREFIX")):
+        key = heartbeat.alive_key(node_name)
+        other = heartbeat.alive_key(f"not-{node_name}")
+    assert _run_healthcheck(name, FakeRedis({key}), monkeypatch) == 0
+    assert _run_healthcheck(name, FakeRedis({other}), monkeypatch) != 0
+    client = FakeRedis(set())
+    assert _run_healthcheck(name, client, monkeypatch) != 0
+    assert client.asked == [key]
+
+
+@pytest.mark.redis
+def test_node_healthcheck_against_a_real_heartbeat(redis_stream: redis.Redis, settings: Any) -> None:
+    """End to end, in a child process as Docker runs it: healthy while the node beats, not once it stops."""
+    name = node_services()[0]
+    node_name = argv(services()[name]["command"])[3]
+    code, args = _healthcheck(name)
+    env = dict(os.environ, REDIS_URL=TEST_REDIS_URL, TASKHUB_STREAM_PREFIX=settings.TASKHUB_STREAM_PREFIX)
+
+    def healthcheck() -> int:
+        return subprocess.run([sys.executable, "-c", code, *args], env=env, timeout=30, check=False).returncode
+
+    assert healthcheck() != 0, "healthy before the node ever beat"
+    heartbeat.beat(node_name, {"data_dir": NODE_DATA_DIR})
+    assert healthcheck() == 0
+    heartbeat.forget(node_name)
+    assert healthcheck() != 0
+    down = dict(env, REDIS_URL="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    assert subprocess.run([sys.executable, "-c", code, *args], env=down, timeout=30, check=False).returncode != 0
+
+
 def test_state_lives_in_named_volumes() -> None:
     volumes = compose().get("volumes") or {}
 
@@ -351,8 +595,9 @@ def test_redis_keeps_accepted_updates_across_restarts() -> None:
 
 
 def test_app_services_share_one_environment() -> None:
+    """Every server-side process; node workers get only the Redis part (test_node_never_gets_the_database)."""
     shared = compose()["x-env"]
-    for name in project_services():
+    for name in sorted(set(project_services()) - set(node_services())):
         env = environment(services()[name])
         for key, value in shared.items():
             assert env.get(key) == str(value), f"{name}: {key} differs from x-env"

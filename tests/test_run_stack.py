@@ -55,7 +55,7 @@ def processes_with_env(marker: str) -> list[int]:
     return pids
 
 
-def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str) -> str:
+def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str, with_nodes: bool) -> str:
     # Unique per run: pytest reuses tmp_path names across sessions, and a CI run may be going on too.
     token = uuid.uuid4().hex
     marker = f"TASKHUB_STACK_TEST={token}"
@@ -73,8 +73,11 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str) -> str:
     subprocess.run([*MANAGE, "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
     port, seed_port = free_port(), free_port()
     log = tmp_path / "stack.log"
+    # Node names of this run only: queues are named after nodes, and another run may share Redis.
+    nodes = [f"s{token[:6]}-{i}" for i in (1, 2, 3)] if with_nodes else []
+    argv = [*MANAGE, "run_stack", "--addr", f"127.0.0.1:{port}", "--seed-port", str(seed_port)]
     stack = subprocess.Popen(
-        [*MANAGE, "run_stack", "--addr", f"127.0.0.1:{port}", "--seed-port", str(seed_port)],
+        [*argv, "--demo-nodes", ",".join(nodes)],
         env=env,
         cwd=ROOT,
         stdout=log.open("wb"),
@@ -97,6 +100,26 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str) -> str:
         # The same service on the reference service's port, for clients that still point there.
         wait_until(lambda: port_open(seed_port), 30, "the seed-compatible port")
         assert call("GET", f"http://127.0.0.1:{seed_port}/task/{task_id}")[1]["data"]["task_status"] == "completed"
+        if nodes:
+            # The demo cluster runs tasks on its nodes: a volume across all three, over plain HTTP.
+            wait_until(
+                lambda: all(n["online"] for n in call("GET", f"{base}/api/v1/nodes/")[1]),
+                60,
+                "the demo nodes to come online",
+            )
+            units = [{"node": n} for n in nodes]
+            code, body = call("POST", f"{base}/api/v1/clusters/demo/volumes", {"name": "vol1", "storage_units": units})
+            assert code == 202, body
+            wait_until(
+                lambda: call("GET", f"{base}/api/v1/tasks/{body['task_id']}/")[1]["task_status"] == "completed",
+                60,
+                "the volume to be created on the demo nodes",
+            )
+            volumes = call("GET", f"{base}/api/v1/clusters/demo/volumes")[1]
+            assert [v["name"] for v in volumes] == ["vol1"]
+            for unit in volumes[0]["storage_units"]:
+                assert Path(unit["path"]).is_dir()
+                assert Path(unit["path"]).is_relative_to(tmp_path / "var" / "nodes" / unit["node"])
         output = log.read_text()
         assert f"{base}/admin/" in output and "stack-test-password" in output
         assert f"{base}/api/docs/" in output
@@ -114,11 +137,11 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str) -> str:
 
 
 def test_stack_with_the_redis_already_running(tmp_path: Path, redis_stream: Any, settings: Any) -> None:
-    output = run_stack_flow(tmp_path, settings.REDIS_URL, settings.TASKHUB_STREAM_PREFIX)
+    output = run_stack_flow(tmp_path, settings.REDIS_URL, settings.TASKHUB_STREAM_PREFIX, with_nodes=True)
     assert "starting a private one" not in output
 
 
 def test_stack_starts_a_private_redis_when_none_listens(tmp_path: Path) -> None:
     # Nothing listens on this port, so run_stack must bring its own Redis and stop it after.
-    output = run_stack_flow(tmp_path, f"redis://127.0.0.1:{free_port()}/0", "taskhub-test-private")
+    output = run_stack_flow(tmp_path, f"redis://127.0.0.1:{free_port()}/0", "taskhub-test-private", with_nodes=False)
     assert "starting a private one" in output

@@ -7,4 +7,8 @@ class WorkersConfig(AppConfig):
 
     def ready(self) -> None:
         # Signal receivers report task status from every worker process.
-        from workers import signals  # noqa: F401
+        from workers import registry, signals  # noqa: F401
+
+        # Every process (web, writers, nodes) knows every task type and completion hook, including
+        # those registered by TASKHUB_HANDLER_MODULES.
+        registry.load()

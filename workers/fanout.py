@@ -60,7 +60,9 @@ def fan_out(ctx: RunContext, parts: dict[str, dict[str, Any]]) -> dict[str, dict
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        popped = cast(list[bytes] | None, client.blpop([reply_key], timeout=max(1, int(left + 0.999))))
+        # Short waits in a loop: the shared client's socket timeout (5 s) must outlast each one.
+        wait = max(1, min(3, int(left + 0.999)))
+        popped = cast(list[bytes] | None, client.blpop([reply_key], timeout=wait))
         if popped:
             answer = json.loads(popped[1])
             if answer["node"] in waiting:

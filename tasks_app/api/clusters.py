@@ -65,6 +65,8 @@ class NodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Node]):
 class VolumeViewSet(viewsets.ViewSet):
     """A cluster's volumes. Creating, starting, stopping and deleting one are tasks: 202 + the task."""
 
+    lookup_value_regex = "[^/]+"  # volume names may contain dots
+
     def _cluster(self) -> Cluster:
         return cluster_selectors.cluster_get(ref=self.kwargs["cluster"])
 

@@ -41,6 +41,12 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
     def get_queryset(self) -> QuerySet[GlobalTask]:
         return selectors.task_filter()
 
+    def get_object(self) -> GlobalTask:
+        # The selector's 404 names the id ("Task 'x' not found"), unlike DRF's generic message.
+        task = selectors.task_get(task_id=self.kwargs["pk"])
+        self.check_object_permissions(self.request, task)
+        return task
+
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)

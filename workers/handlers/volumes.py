@@ -17,14 +17,29 @@ from workers.handlers import payload
 from workers.registry import register
 
 META = ".taskhub-unit.json"
+# Top-level names in a node's data directory that belong to the agent or to other task types; a
+# storage unit may not be placed at or inside one of them.
+RESERVED = {".taskhub", "volumes", "clusters", "vdags", "blocks.json", ".blocks.lock", "membership.json"}
 VOLUME_TYPES = {"replicate": (2, 3), "disperse": (3, 16), "distribute": (1, 64)}
 
 
 def unit_path(data_dir: Path, volume: str, index: int, path: str | None) -> Path:
+    """A unit's directory: data_dir/volumes/<volume>/unit<i>, or `path` relative to the data dir."""
     if path:
-        p = Path(path)
-        return p if p.is_absolute() else data_dir / p
+        return data_dir / path
     return data_dir / "volumes" / volume / f"unit{index}"
+
+
+def check_unit_path(path: Any, field: str) -> str:
+    if not isinstance(path, str):
+        raise PayloadError(field, "must be a string")
+    parts = PurePosixPath(path).parts
+    if PurePosixPath(path).is_absolute() or not parts or ".." in parts or parts == (".",):
+        raise PayloadError(field, "must be a relative path inside the node's data directory, without '..'")
+    clean = [p for p in parts if p != "."]
+    if not clean or clean[0] in RESERVED:
+        raise PayloadError(field, f"may not be inside {clean[0] if clean else '.'!r}, which the node agent uses")
+    return "/".join(clean)
 
 
 def validate_create(data: dict[str, Any]) -> dict[str, Any]:
@@ -39,23 +54,21 @@ def validate_create(data: dict[str, Any]) -> dict[str, Any]:
     low, high = VOLUME_TYPES[vtype]
     if not low <= len(units) <= high:
         raise PayloadError("storage_units", f"a {vtype} volume needs {low} to {high} storage units, got {len(units)}")
-    seen = set()
+    clean: list[dict[str, Any]] = []
     for i, unit in enumerate(units):
         if not isinstance(unit, dict):
             raise PayloadError(f"storage_units[{i}]", 'must be an object like {"node": "node1"}')
-        payload.name(unit, "node") if "node" in unit else _missing(f"storage_units[{i}].node")
-        path = unit.get("path")
-        if path is not None and (not isinstance(path, str) or not path or ".." in PurePosixPath(path).parts):
-            raise PayloadError(f"storage_units[{i}].path", "must be a path without '..'")
-        key = (unit["node"], path or f"#{i}")
-        if key in seen:
+        unknown = sorted(set(unit) - {"node", "path"})
+        if unknown:
+            raise PayloadError(f"storage_units[{i}]", f"unknown field(s) {', '.join(unknown)}; use node and path")
+        node = payload.name({f"storage_units[{i}].node": unit.get("node")}, f"storage_units[{i}].node")
+        entry: dict[str, Any] = {"node": node}
+        if unit.get("path") is not None:
+            entry["path"] = check_unit_path(unit["path"], f"storage_units[{i}].path")
+        if any(c["node"] == node and c.get("path") == entry.get("path") and "path" in entry for c in clean):
             raise PayloadError(f"storage_units[{i}]", "repeats another unit's node and path")
-        seen.add(key)
-    return {**data, "type": vtype}
-
-
-def _missing(field: str) -> None:
-    raise PayloadError(field, "is required")
+        clean.append(entry)
+    return {**data, "type": vtype, "storage_units": clean}
 
 
 def validate_existing(data: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +111,11 @@ def create_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
         meta = read_meta(path)
         if meta is not None and meta.get("volume") != share["volume"]:
             raise HandlerError(f"{path} on node {ctx.node} already holds a unit of volume {meta.get('volume')!r}")
+        if meta is None and path.exists() and any(path.iterdir()):
+            raise HandlerError(f"{path} on node {ctx.node} exists and is not empty; choose another path")
+        for parent in path.relative_to(ctx.data_dir).parents:
+            if parent != Path(".") and read_meta(ctx.data_dir / parent) is not None:
+                raise HandlerError(f"{path} on node {ctx.node} is inside another storage unit ({parent})")
         path.mkdir(parents=True, exist_ok=True)
         info = {"volume": share["volume"], "type": share["type"], "index": unit["index"], "task_id": ctx.task_id,
                 "state": "created"}  # fmt: skip
@@ -156,9 +174,12 @@ def delete_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
     for unit in share["units"]:
         path = unit_path(ctx.data_dir, share["volume"], unit["index"], unit["path"])
         meta = read_meta(path)
-        if meta is not None and meta.get("volume") != share["volume"]:
+        if meta is None:
+            if path.exists():
+                raise HandlerError(f"{path} on node {ctx.node} has no storage-unit metadata; not removing it")
+        elif meta.get("volume") != share["volume"]:
             raise HandlerError(f"{path} on node {ctx.node} belongs to volume {meta.get('volume')!r}, not removing")
-        if path.exists():
+        else:
             shutil.rmtree(path)
         removed.append(str(path))
     default_parent = ctx.data_dir / "volumes" / share["volume"]

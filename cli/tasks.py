@@ -1,0 +1,187 @@
+"""`taskhub task ...`: list, show, create and watch tasks (/api/v1/tasks/)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from cli import render
+from cli.client import MAX_PAGE_SIZE, collect
+from cli.common import DEFAULT_TIMEOUT, JsonOption, TimeoutOption, UrlOption, WatchOption, open_api
+from cli.watch import task_path, watch_and_exit
+
+app = typer.Typer(help="Tasks: list, show, create, watch.", no_args_is_help=True)
+
+TASKS_PATH = "/api/v1/tasks/"
+
+
+class TaskStatus(str, Enum):
+    """The API's task statuses (tasks_app.status.Status; the CLI does not import the server)."""
+
+    pending = "pending"
+    received = "received"
+    in_progress = "in_progress"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+_AGO = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str) -> int:
+    """Epoch seconds, or an age such as 90s, 10m, 2h, 1d (that long before now)."""
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    match = _AGO.match(value)
+    if match is None:
+        raise typer.BadParameter(
+            "use epoch seconds (e.g. 1758000000) or an age such as 30s, 10m, 2h, 1d", param_hint="'--since'"
+        )
+    return int(time.time()) - int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_object(value: str) -> dict[str, Any]:
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="'--data'") from exc
+    if not isinstance(data, dict):
+        raise typer.BadParameter("must be a JSON object, e.g. '{\"blocks\": 2}'", param_hint="'--data'")
+    return data
+
+
+@app.command("list")
+def list_tasks(
+    ctx: typer.Context,
+    task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only tasks of this type.")] = None,
+    status: Annotated[TaskStatus | None, typer.Option("--status", "-s", help="Only tasks in this status.")] = None,
+    node: Annotated[
+        str | None, typer.Option("--node", "-n", help="Only tasks assigned to this node (filtered here).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Only tasks updated at or after this time: epoch seconds, or an age (30s, 10m, 2h, 1d)."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many tasks.")] = 100,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List tasks, oldest first (the API's order)."""
+    params: dict[str, str | int] = {}
+    if task_type:
+        params["task_type"] = task_type
+    if status is not None:
+        params["task_status"] = status.value
+    if since is not None:
+        params["updated_since"] = parse_since(since)
+    # The API has no node filter: with --node, read whole pages and keep that node's tasks here.
+    params["page_size"] = MAX_PAGE_SIZE if node else min(limit, MAX_PAGE_SIZE)
+    with open_api(ctx, url) as api:
+        tasks, more = collect(
+            api.pages(TASKS_PATH, params), limit=limit, keep=lambda t: node is None or t.get("node") == node
+        )
+    if as_json:
+        render.print_json(tasks)
+        return
+    out = render.console()
+    out.print(render.tasks_table(tasks))
+    out.print(render.footer(len(tasks), "task", more=more, hint="raise --limit or narrow with --since/--type"))
+
+
+@app.command("show")
+def show_task(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The task's id.", show_default=False)],
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A task's fields, data, per-node results and status history."""
+    with open_api(ctx, url) as api:
+        task = api.get(task_path(task_id))
+        history = api.get(f"{task_path(task_id)}history/")
+    if as_json:
+        render.print_json({"task": task, "history": history})
+        return
+    out = render.console()
+    out.print(render.task_fields(task))
+    out.print(Text("\ntask_data", style="bold"))
+    out.print(render.pretty_json(task.get("task_data", {})))
+    out.print(Text("\ntask_status_data", style="bold"))
+    status_data = task.get("task_status_data", {})
+    out.print(render.pretty_json(status_data))
+    error = render.task_error(status_data)
+    if error is not None:
+        out.print()
+        out.print(error)
+    nodes = render.nodes_table(status_data)
+    if nodes is not None:
+        out.print()
+        out.print(nodes)
+    out.print()
+    out.print(render.history_table(history))
+
+
+@app.command("create")
+def create_task(
+    ctx: typer.Context,
+    task_type: Annotated[
+        str, typer.Argument(help="The task type, e.g. block_alloc, or any name for a plain record.", show_default=False)
+    ],
+    data: Annotated[str, typer.Option("--data", "-d", help="task_data, a JSON object.")] = "{}",
+    node: Annotated[str | None, typer.Option("--node", "-n", help="Run on this node (executable types).")] = None,
+    task_id: Annotated[
+        str | None, typer.Option("--id", help="Choose the task id: repeating the same create is then safe.")
+    ] = None,
+    watch: WatchOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a task (POST /api/v1/tasks/)."""
+    body: dict[str, Any] = {"task_type": task_type, "task_data": parse_object(data)}
+    if node:
+        body["node"] = node
+    if task_id:
+        body["task_id"] = task_id
+    with open_api(ctx, url) as api:
+        answer = api.post(TASKS_PATH, body)
+        task = answer.data
+        if not (watch and as_json):
+            if as_json:
+                render.print_json(task)
+            else:
+                verb = "Created task" if answer.status_code == 201 else "Task already exists (same body):"
+                where = f", node {task['node']}" if task.get("node") else ""
+                render.console().print(
+                    Text.assemble(
+                        f"{verb} {task['task_id']} ({task.get('task_type')}, ",
+                        render.status_text(task.get("task_status")),
+                        f"{where})",
+                    )
+                )
+        if watch:
+            watch_and_exit(api, task, timeout=timeout, as_json=as_json)
+
+
+@app.command("watch")
+def watch_task(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The task's id.", show_default=False)],
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Follow a task until it ends: exit 0 if it completed, 1 if it failed or was cancelled, 2 on timeout."""
+    with open_api(ctx, url) as api:
+        watch_and_exit(api, api.get(task_path(task_id)), timeout=timeout, as_json=as_json)

@@ -1,0 +1,73 @@
+"""--watch: follow a task until it is completed, failed or cancelled."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.text import Text
+
+from cli import render
+from cli.client import Api, seg
+from cli.errors import EXIT_FAILED, EXIT_OK, WatchTimeout
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+POLL_INTERVAL = 0.5
+
+
+def task_path(task_id: str) -> str:
+    return f"/api/v1/tasks/{seg(task_id)}/"
+
+
+def follow(api: Api, task: dict[str, Any], *, timeout: float, show: bool) -> dict[str, Any]:
+    """Poll the task every POLL_INTERVAL seconds until it ends; print each status it reaches when `show`.
+
+    Raises WatchTimeout (exit 2) when it has not ended within `timeout` seconds.
+    """
+    out = render.console()
+    task_id = str(task["task_id"])
+    last = str(task.get("task_status"))
+    if show:
+        out.print(_line(task_id, last))
+    deadline = time.monotonic() + timeout
+    while last not in TERMINAL:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WatchTimeout(f"timed out after {timeout:g}s waiting for task {task_id} (still {last})")
+        time.sleep(min(POLL_INTERVAL, left))
+        task = api.get(task_path(task_id))
+        status = str(task.get("task_status"))
+        if status != last:
+            last = status
+            if show:
+                out.print(_line(task_id, last))
+    return task
+
+
+def _line(task_id: str, status: str) -> Text:
+    return Text.assemble((datetime.now().strftime("%H:%M:%S"), "dim"), "  ", task_id, "  ", render.status_text(status))
+
+
+def watch_and_exit(api: Api, task: dict[str, Any], *, timeout: float, as_json: bool) -> None:
+    """Follow the task, show how it ended, and exit: 0 if it completed, 1 if it failed or was cancelled."""
+    final = follow(api, task, timeout=timeout, show=not as_json)
+    if as_json:
+        render.print_json(final)
+    else:
+        show_outcome(final)
+    raise typer.Exit(EXIT_OK if final.get("task_status") == "completed" else EXIT_FAILED)
+
+
+def show_outcome(task: dict[str, Any]) -> None:
+    out = render.console()
+    status = str(task.get("task_status"))
+    out.print(Text.assemble(f"Task {task.get('task_id')} ", render.status_text(status)))
+    data = task.get("task_status_data")
+    error = render.task_error(data)
+    if error is not None:
+        out.print(error)
+    nodes = render.nodes_table(data)
+    if nodes is not None:
+        out.print(nodes)
