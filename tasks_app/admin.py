@@ -9,8 +9,9 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from tasks_app import services
+from tasks_app.cluster_selectors import node_is_online
 from tasks_app.errors import TaskhubError
-from tasks_app.models import GlobalTask, TaskStatusChange
+from tasks_app.models import BlockAllocation, Cluster, GlobalTask, Node, StorageUnit, TaskStatusChange, Vdag, Volume
 from tasks_app.status import Verdict, judge
 
 
@@ -43,12 +44,14 @@ class TaskStatusChangeInline(admin.TabularInline[TaskStatusChange, GlobalTask]):
 @admin.register(GlobalTask)
 class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
     form = GlobalTaskForm
-    list_display = ["task_id", "task_type", "task_status", "task_create_timestamp", "task_update_timestamp"]
-    list_filter = ["task_type", "task_status"]
+    list_display = ["task_id", "task_type", "task_status", "node", "task_create_timestamp", "task_update_timestamp"]
+    list_filter = ["task_type", "task_status", "node"]
     search_fields = ["task_id"]
-    readonly_fields = ["task_id", "task_create_timestamp", "task_update_timestamp"]
+    readonly_fields = ["task_id", "node", "attempts", "task_create_timestamp", "task_update_timestamp"]
     fields = [
         "task_id",
+        "node",
+        "attempts",
         "task_type",
         "task_status",
         "task_data",
@@ -80,3 +83,58 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
         except TaskhubError as exc:
             messages.error(request, exc.message)
 
+
+
+class StorageUnitInline(admin.TabularInline[StorageUnit, Volume]):
+    model = StorageUnit
+    fields = ("index", "node", "path")
+    readonly_fields = ("index", "node", "path")
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Cluster)
+class ClusterAdmin(admin.ModelAdmin[Cluster]):
+    list_display = ["name", "state", "created_at"]
+    list_filter = ["state"]
+    search_fields = ["name"]
+
+
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin[Node]):
+    list_display = ["name", "cluster", "state", "transport", "online", "last_heartbeat", "capacity_blocks"]
+    list_filter = ["cluster", "state", "transport"]
+    search_fields = ["name"]
+    readonly_fields = ["last_heartbeat", "data_dir"]
+
+    @admin.display(boolean=True)
+    def online(self, obj: Node) -> bool:
+        return node_is_online(obj)
+
+
+@admin.register(Volume)
+class VolumeAdmin(admin.ModelAdmin[Volume]):
+    # Volumes are records of completed tasks: change them with volume tasks, not by hand.
+    list_display = ["name", "cluster", "type", "state", "created_at"]
+    list_filter = ["cluster", "type", "state"]
+    search_fields = ["name"]
+    readonly_fields = ["name", "cluster", "type", "state", "task_id", "created_at"]
+    inlines = [StorageUnitInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(BlockAllocation)
+class BlockAllocationAdmin(admin.ModelAdmin[BlockAllocation]):
+    list_display = ["allocation_id", "node", "blocks", "created_at"]
+    list_filter = ["node"]
+
+
+@admin.register(Vdag)
+class VdagAdmin(admin.ModelAdmin[Vdag]):
+    list_display = ["name", "cluster", "node", "created_at"]
+    list_filter = ["cluster"]

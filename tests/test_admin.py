@@ -68,3 +68,17 @@ def test_admin_status_edit_goes_through_the_rules(staff: Client) -> None:
     task.refresh_from_db()
     assert task.task_status == "completed"
     assert b"Cannot change task_status" in resp.content
+
+
+def test_cluster_node_and_volume_pages(staff: Client) -> None:
+    from tasks_app.cluster_services import cluster_ensure, node_register
+    from tasks_app.models import StorageUnit, Volume
+
+    demo = cluster_ensure(name="demo")
+    node = node_register(cluster=demo, name="node1")
+    vol = Volume.objects.create(name="vol1", cluster=demo, type="replicate")
+    StorageUnit.objects.create(volume=vol, node=node, path="/data/node1/vol1", index=0)
+    assert b"node1" in staff.get("/admin/tasks_app/node/").content
+    assert b"demo" in staff.get("/admin/tasks_app/cluster/").content
+    page = staff.get(f"/admin/tasks_app/volume/{vol.pk}/change/")
+    assert page.status_code == 200 and b"/data/node1/vol1" in page.content
