@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
+from cli import config
 from cli.errors import ApiError, Unreachable, UsageProblem
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -28,13 +29,17 @@ def seg(value: str) -> str:
     return quote(value, safe="")
 
 
-def auth_headers() -> dict[str, str]:
-    """The credentials to send.
+def auth_headers(base_url: str | None = None) -> dict[str, str]:
+    """The credentials to send to `base_url`, as `Authorization: Token <key>`.
 
-    Today: TASKHUB_TOKEN from the environment, as `Authorization: Token <key>`. This is the place
-    where `taskhub login` (issue 4) will plug in: read the token it saved, when the variable is unset.
+    TASKHUB_TOKEN from the environment first; else the token `taskhub login` saved, but only when
+    `base_url` is the server it was saved for (or not given), so no other server ever sees it.
     """
     token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        saved = config.load()
+        if saved is not None and (base_url is None or normalize_url(saved.url) == normalize_url(base_url)):
+            token = saved.token
     return {"Authorization": f"Token {token}"} if token else {}
 
 
@@ -77,11 +82,15 @@ class Answer:
 class Api:
     """A thin client for the taskhub REST API at `base_url` (e.g. http://127.0.0.1:8000)."""
 
-    def __init__(self, base_url: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(self, base_url: str, *, timeout: float = REQUEST_TIMEOUT, send_token: bool = True) -> None:
         self.base_url = normalize_url(base_url)
         self._http = httpx.Client(
             base_url=self.base_url,
-            headers={"Accept": "application/json", "User-Agent": USER_AGENT, **auth_headers()},
+            headers={
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+                **(auth_headers(self.base_url) if send_token else {}),
+            },
             timeout=timeout,
         )
 
@@ -121,6 +130,8 @@ class Api:
         data = _json_or_none(resp)
         if resp.is_error:
             detail = resp.reason_phrase if data is None else error_message(data)
+            if resp.status_code == 401:
+                detail += f"; run `taskhub login` or set {TOKEN_ENV}"
             raise ApiError(
                 f"{detail} (HTTP {resp.status_code} from {method} {url})",
                 status_code=resp.status_code,

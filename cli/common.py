@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from cli import config
 from cli.client import DEFAULT_URL, URL_ENV, Api
 
 
@@ -15,12 +16,16 @@ from cli.client import DEFAULT_URL, URL_ENV, Api
 class Settings:
     """What the top-level options said; commands find it as ctx.obj."""
 
-    url: str
+    url: str | None
 
 
 UrlOption = Annotated[
     str | None,
-    typer.Option("--url", help=f"taskhub server URL [default: ${URL_ENV}, else {DEFAULT_URL}]", show_default=False),
+    typer.Option(
+        "--url",
+        help=f"taskhub server URL [default: ${URL_ENV}, else the one `taskhub login` saved, else {DEFAULT_URL}]",
+        show_default=False,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer instead of tables.")]
 WatchOption = Annotated[
@@ -37,7 +42,17 @@ TimeoutOption = Annotated[
 DEFAULT_TIMEOUT = 120.0
 
 
-def open_api(ctx: typer.Context, url: str | None) -> Api:
-    """The client for this command: its own --url, else the top-level --url / TASKHUB_URL, else the default."""
+def server_url(ctx: typer.Context, url: str | None) -> str:
+    """This command's own --url, else the top-level --url / TASKHUB_URL, else the server `taskhub login`
+    saved, else the default."""
     settings = ctx.obj if isinstance(ctx.obj, Settings) else None
-    return Api(url or (settings.url if settings else None) or os.environ.get(URL_ENV) or DEFAULT_URL)
+    chosen = url or (settings.url if settings else None) or os.environ.get(URL_ENV)
+    if chosen:
+        return chosen
+    saved = config.load()
+    return saved.url if saved is not None else DEFAULT_URL
+
+
+def open_api(ctx: typer.Context, url: str | None) -> Api:
+    """The client for this command (server_url); it sends the token for that server (client.auth_headers)."""
+    return Api(server_url(ctx, url))

@@ -8,8 +8,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from cli import nodes, tasks, volumes
-from cli.client import DEFAULT_URL, URL_ENV, normalize_url
+from cli import auth, nodes, tasks, volumes
+from cli.client import URL_ENV, normalize_url
 from cli.common import Settings
 from cli.errors import CliError
 
@@ -38,17 +38,27 @@ app.add_typer(tasks.app, name="task")
 app.add_typer(volumes.app, name="volume")
 app.add_typer(nodes.node_app, name="node")
 app.add_typer(nodes.cluster_app, name="cluster")
+app.command("login")(auth.login)
+app.command("logout")(auth.logout)
 
 
 @app.callback()
 def main(
     ctx: typer.Context,
     url: Annotated[
-        str, typer.Option("--url", envvar=URL_ENV, help="taskhub server URL; each command takes --url too.")
-    ] = DEFAULT_URL,
+        str | None,
+        typer.Option(
+            "--url",
+            envvar=URL_ENV,
+            help="taskhub server URL; each command takes --url too. [default: the one `taskhub login` saved, "
+            "else http://127.0.0.1:8000]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     ctx.obj = Settings(url=url)
-    normalize_url(url)  # a bad URL is a usage error before any command runs
+    if url is not None:
+        normalize_url(url)  # a bad URL is a usage error before any command runs
 
 
 __all__ = ["app"]

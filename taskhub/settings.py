@@ -1,10 +1,12 @@
 """Settings for taskhub. Every knob comes from the environment (django-environ); defaults suit a laptop."""
 
+import ipaddress
 import os
 from pathlib import Path
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Lets admin/DRF classes take type parameters (ModelAdmin[GlobalTask]) at run time.
 django_stubs_ext.monkeypatch()
@@ -18,9 +20,28 @@ env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
 # The default key is only good for a laptop; production sets SECRET_KEY (see README).
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-only-taskhub-key-set-SECRET_KEY-in-production")
+DEV_SECRET_KEY = "insecure-dev-only-taskhub-key-set-SECRET_KEY-in-production"  # noqa: S105  # public on purpose
+SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS (README "Access control"): TASKHUB_HTTPS=true is production behind TLS -----------------
+TASKHUB_HTTPS = env.bool("TASKHUB_HTTPS", default=False)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (only then: a client could forge it).
+TASKHUB_BEHIND_PROXY = env.bool("TASKHUB_BEHIND_PROXY", default=False)
+if TASKHUB_HTTPS:
+    if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
+        raise ImproperlyConfigured("TASKHUB_HTTPS=true needs SECRET_KEY from the environment; the default is public")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    if TASKHUB_BEHIND_PROXY:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # /healthz answers plain HTTP, so probes from inside the host or the container need no TLS.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -30,6 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",  # API tokens for scripts, services, nodes and the CLI
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -57,7 +79,8 @@ WSGI_APPLICATION = "taskhub.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Project-level overrides (templates/admin/index.html links the operator's dashboard).
+        "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -132,13 +155,35 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    # Token first: its WWW-Authenticate header makes "not logged in" a 401 rather than a 403.
+    # Session: the admin's login also works in the browsable API (and /api-auth/login/).
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    # Who may do what: tasks_app/api/permissions.py. The default is the strict one (operators write,
+    # other accounts read, node accounts nothing), so a new view is never open by accident.
+    "DEFAULT_PERMISSION_CLASSES": ["tasks_app.api.permissions.OperatorOrReadOnly"],
     "EXCEPTION_HANDLER": "tasks_app.api.errors.api_exception_handler",
 }
+
+# --- Access control (README "Access control") ------------------------------------------------------
+# Clients in these networks may use the seed API (/task, /tasks, /task_update) without credentials, as
+# the reference service's clients do. Comma-separated CIDRs; an empty value turns anonymous access off.
+TASKHUB_SEED_ANON_NETWORKS = [
+    n.strip() for n in env.str("TASKHUB_SEED_ANON_NETWORKS", default="127.0.0.0/8,::1/128").split(",") if n.strip()
+]
+for _network in TASKHUB_SEED_ANON_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"TASKHUB_SEED_ANON_NETWORKS: {_exc}") from _exc
+# Reverse proxies in front of the web server that append to X-Forwarded-For. 0: the client's address is
+# REMOTE_ADDR, and a request that carries X-Forwarded-For is never anonymous (it came through a proxy).
+TASKHUB_TRUSTED_PROXY_COUNT = env.int("TASKHUB_TRUSTED_PROXY_COUNT", default=0)
+REST_FRAMEWORK["NUM_PROXIES"] = TASKHUB_TRUSTED_PROXY_COUNT  # the client address DRF's throttles count by
+# POST /api/v1/auth/token/ (taskhub login): attempts per client address, against password guessing.
+TASKHUB_LOGIN_RATE = env.str("TASKHUB_LOGIN_RATE", default="20/min")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "taskhub API",
@@ -170,8 +215,31 @@ TASKHUB_DISPATCH_GRACE_SECONDS = env.int("TASKHUB_DISPATCH_GRACE_SECONDS", defau
 # ... and publishes again a task still pending this long after its publish, if its queue is empty.
 TASKHUB_REDISPATCH_SECONDS = env.int("TASKHUB_REDISPATCH_SECONDS", default=120)
 TASKHUB_SWEEP_SECONDS = env.float("TASKHUB_SWEEP_SECONDS", default=5.0)
+# Automatic retries of recoverable errors: per-type limits ("volume_create=5,block_alloc=0"; the
+# default is the type's own, 3 for the built-ins) and the exponential backoff between tries.
+TASKHUB_RETRY_LIMITS = {
+    k: int(v) for k, v in (p.split("=", 1) for p in env.list("TASKHUB_RETRY_LIMITS", default=[]) if "=" in p)
+}
+TASKHUB_RETRY_BACKOFF_SECONDS = env.float("TASKHUB_RETRY_BACKOFF_SECONDS", default=2.0)
+TASKHUB_RETRY_BACKOFF_MAX_SECONDS = env.float("TASKHUB_RETRY_BACKOFF_MAX_SECONDS", default=60.0)
+# How each type picks its node: "first" participant (Kadalu's rule, the default), "least_loaded"
+# online participant, or "explicit" (the request must name it): "volume_create=least_loaded,...".
+TASKHUB_ASSIGNMENT = dict(p.split("=", 1) for p in env.list("TASKHUB_ASSIGNMENT", default=[]) if "=" in p)
 # An unacknowledged message (its worker died) goes back to its queue after this many seconds.
 TASKHUB_REDELIVERY_SECONDS = env.int("TASKHUB_REDELIVERY_SECONDS", default=60)
+
+# --- Operations: metrics, retention (README "Operating it") --------------------------------------
+# /metrics answers anyone when true; when false, only staff sessions or DRF tokens (tasks_app/api/metrics.py).
+TASKHUB_METRICS_PUBLIC = env.bool("TASKHUB_METRICS_PUBLIC", default=True)
+# Finished tasks not updated for this many days are purged by the scheduler (0 keeps them forever),
+# in transactions of TASKHUB_RETENTION_BATCH rows; one pass stops after MAX_BATCHES or MAX_SECONDS.
+TASKHUB_RETENTION_DAYS = env.float("TASKHUB_RETENTION_DAYS", default=30.0)
+TASKHUB_RETENTION_BATCH = env.int("TASKHUB_RETENTION_BATCH", default=1000)
+TASKHUB_RETENTION_MAX_BATCHES = env.int("TASKHUB_RETENTION_MAX_BATCHES", default=50)
+TASKHUB_RETENTION_MAX_SECONDS = env.float("TASKHUB_RETENTION_MAX_SECONDS", default=20.0)
+TASKHUB_RETENTION_EVERY_SECONDS = env.float("TASKHUB_RETENTION_EVERY_SECONDS", default=600.0)
+# If set, each purged task (with its history) is appended as a JSON line to <dir>/tasks-YYYY-MM-DD.jsonl first.
+TASKHUB_ARCHIVE_DIR = env.str("TASKHUB_ARCHIVE_DIR", default="")
 
 # --- Celery --------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
@@ -187,6 +255,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "sweep-undelivered": {"task": "taskhub.sweep_undelivered", "schedule": TASKHUB_SWEEP_SECONDS},
+    "purge-finished": {"task": "taskhub.purge_finished", "schedule": TASKHUB_RETENTION_EVERY_SECONDS},
+    "sweep-dead-nodes": {"task": "taskhub.sweep_dead_nodes", "schedule": TASKHUB_SWEEP_SECONDS},
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

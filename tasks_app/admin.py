@@ -61,7 +61,28 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
     ]
     inlines = [TaskStatusChangeInline]
     ordering = ["-task_create_timestamp"]
+    actions = ["retry_tasks", "cancel_tasks"]
     show_full_result_count = False  # COUNT(*) on millions of rows on every list page is slow
+
+    @admin.action(description="Retry selected failed tasks")
+    def retry_tasks(self, request: HttpRequest, queryset: Any) -> None:
+        self._each(request, queryset, services.task_retry, "retried")
+
+    @admin.action(description="Cancel selected unfinished tasks")
+    def cancel_tasks(self, request: HttpRequest, queryset: Any) -> None:
+        self._each(request, queryset, services.task_cancel, "cancelled")
+
+    def _each(self, request: HttpRequest, queryset: Any, service: Any, done: str) -> None:
+        source = f"admin by {request.user.get_username()}"
+        ok = 0
+        for task_id in queryset.values_list("task_id", flat=True):
+            try:
+                service(task_id=task_id, source=source)
+                ok += 1
+            except TaskhubError as exc:
+                messages.warning(request, exc.message)
+        if ok:
+            messages.success(request, f"{ok} task(s) {done}.")
 
     def save_model(self, request: HttpRequest, obj: GlobalTask, form: Any, change: bool) -> None:
         source = f"admin by {request.user.get_username()}"

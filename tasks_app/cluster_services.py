@@ -40,7 +40,8 @@ def record_heartbeats(beats: Sequence[Heartbeat]) -> None:
         if beat.node not in newest or beat.at > newest[beat.node].at:
             newest[beat.node] = beat
     for name, beat in newest.items():
-        fields: dict[str, object] = {"last_heartbeat": datetime.fromtimestamp(beat.at, UTC)}
+        # A heartbeat brings an offline node back.
+        fields: dict[str, object] = {"last_heartbeat": datetime.fromtimestamp(beat.at, UTC), "offline_since": None}
         if isinstance(beat.info.get("capacity_blocks"), int):
             fields["capacity_blocks"] = beat.info["capacity_blocks"]
         if isinstance(beat.info.get("data_dir"), str):

@@ -12,6 +12,10 @@ from tasks_app.models import BlockAllocation, Cluster, Node, StorageUnit, Vdag, 
 Hook = Callable[[str, dict[str, Any], dict[str, Any]], None]  # (task_id, task_data, result)
 
 
+def has_completion_hook(task_type: str) -> bool:
+    return task_type in _HOOKS
+
+
 def run_completion_hook(task_type: str, task_id: str, task_data: dict[str, Any], result: dict[str, Any]) -> None:
     hook = _HOOKS.get(task_type)
     if hook is not None:

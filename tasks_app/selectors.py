@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
 
 from tasks_app.errors import InvalidInput, TaskNotFound
 from tasks_app.models import GlobalTask, TaskStatusChange
+from tasks_app.status import TERMINAL
 
 
 def task_get(*, task_id: str) -> GlobalTask:
@@ -84,3 +86,19 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         return int(ts), tid
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput("'after' is not a cursor returned by this API") from exc
+
+
+def task_wait_for_change(*, task: GlobalTask, timeout: float, interval: float = 0.2) -> GlobalTask:
+    """Long poll: the task as soon as its status or status data differ from `task`, or it is final,
+    or `timeout` seconds have passed (then as it is)."""
+    deadline = time.monotonic() + timeout
+    seen = (task.task_status, task.task_status_data)
+    while task.task_status not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        fresh = GlobalTask.objects.filter(pk=task.pk).first()
+        if fresh is None:
+            raise TaskNotFound(task.task_id)
+        if (fresh.task_status, fresh.task_status_data) != seen:
+            return fresh
+        task = fresh
+    return task

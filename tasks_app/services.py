@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from tasks_app import dispatch, update_stream
+from tasks_app import dispatch, metrics, update_stream
 from tasks_app.errors import TaskConflict, TaskNotFound
 from tasks_app.models import GlobalTask, TaskStatusChange, new_task_id, now_ts
 from tasks_app.selectors import task_exists
@@ -57,7 +57,8 @@ def task_create(
         existing = GlobalTask.objects.filter(pk=task_id).only("create_fingerprint").first()
         if existing is not None:
             return _replayed(existing, fingerprint), False
-    task_data, assigned = dispatch.prepare(task_type=task_type, task_data=task_data, node=node)
+    prepared = dispatch.prepare(task_type=task_type, task_data=task_data, node=node)
+    task_data, assigned = prepared.task_data, prepared.node
     ts = now_ts()
     task = GlobalTask(
         task_id=task_id or new_task_id(),
@@ -69,6 +70,7 @@ def task_create(
         task_update_timestamp=ts,
         create_fingerprint=fingerprint,
         node=assigned,
+        order_key=prepared.order_key,
     )
     try:
         with transaction.atomic():
@@ -87,6 +89,7 @@ def task_create(
         if existing is None:
             raise
         return _replayed(existing, fingerprint), False
+    metrics.count_created(task_type)  # counted on commit; never raises
     return task, True
 
 
@@ -136,3 +139,41 @@ def task_update_push(
     return update_stream.push(
         StatusUpdate(task_id=task_id, status=status, status_data=task_status_data, source=source)
     )
+
+
+def task_retry(*, task_id: str, source: str = "") -> GlobalTask:
+    """Re-trigger a failed task: same task_id, a new attempt, history kept; published after commit."""
+    with transaction.atomic():
+        task = GlobalTask.objects.select_for_update().filter(pk=task_id).first()
+        if task is None:
+            raise TaskNotFound(task_id)
+        outcome = task_transition(update=StatusUpdate(task_id=task_id, status="pending", retry=True, source=source))
+        if outcome.verdict is not Verdict.APPLY:
+            raise TaskConflict(f"Only a failed task can be retried; task {task_id!r} is {outcome.from_status}")
+        previous = task.task_status_data or {}
+        GlobalTask.objects.filter(pk=task_id).update(
+            attempts=task.attempts + 1,
+            dispatched_at=None,
+            task_status_data={"previous_attempt": {"attempt": task.attempts, **previous}},
+            task_update_timestamp=now_ts(),
+        )
+        if task.node:
+            # A message of the failed attempt may still sit in a queue (its node was down): void it.
+            transaction.on_commit(partial(dispatch.void_attempt, task_id, task.attempts))
+            transaction.on_commit(partial(dispatch.publish, task_id))
+    return GlobalTask.objects.get(pk=task_id)
+
+
+def task_cancel(*, task_id: str, source: str = "") -> GlobalTask:
+    """Cancel a task that has not finished. A pending or received one never starts; a running one
+    is told to stop on its node (cancellation marker and a Celery revoke) and ends cancelled now."""
+    with transaction.atomic():
+        if not GlobalTask.objects.filter(pk=task_id).exists():
+            raise TaskNotFound(task_id)
+        outcome = task_transition(update=StatusUpdate(task_id=task_id, status="cancelled", source=source))
+        if outcome.verdict is not Verdict.APPLY:
+            raise TaskConflict(
+                f"Task {task_id!r} is already {outcome.from_status}; only unfinished tasks can be cancelled"
+            )
+        transaction.on_commit(partial(dispatch.revoke, task_id))
+    return GlobalTask.objects.get(pk=task_id)

@@ -7,15 +7,18 @@ one history row per change. A batch of updates and a single update take the same
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, connection, transaction
 
-from tasks_app.hooks import run_completion_hook
+from tasks_app import metrics
+from tasks_app.hooks import has_completion_hook, run_completion_hook
 from tasks_app.models import GlobalTask, TaskStatusChange, now_ts
 from tasks_app.status import TERMINAL, Status, Verdict, judge
 
@@ -47,6 +50,7 @@ class _State:
     status_data: Any
     task_type: str
     task_data: Any
+    order_key: str = ""
     dirty: bool = False
     history: list[TaskStatusChange] = field(default_factory=list)
 
@@ -61,9 +65,9 @@ def task_transition_many(*, updates: Sequence[StatusUpdate]) -> list[Outcome]:
             GlobalTask.objects.select_for_update()
             .filter(task_id__in=ids)
             .order_by("task_id")
-            .values_list("task_id", "task_status", "task_status_data", "task_type", "task_data")
+            .values_list("task_id", "task_status", "task_status_data", "task_type", "task_data", "order_key")
         )
-        states = {tid: _State(status, data, ttype, tdata) for tid, status, data, ttype, tdata in rows}
+        states = {row[0]: _State(*row[1:]) for row in rows}
         at = datetime.now(UTC)
         outcomes: list[Outcome] = []
         for u in updates:
@@ -93,7 +97,19 @@ def task_transition_many(*, updates: Sequence[StatusUpdate]) -> list[Outcome]:
                 state.dirty = True
             outcomes.append(Outcome(u.task_id, verdict, before, state.status))
         _write(states)
+        applied = [(states[o.task_id].task_type, o.to_status) for o in outcomes if o.verdict is Verdict.APPLY]
+        metrics.count_finished(applied)  # the final ones, on commit (taskhub_tasks_finished_total)
+        # A finished task may be what the next task of its order key waits for.
+        keys = {s.order_key for s in states.values() if s.dirty and s.order_key and s.status in TERMINAL}
+        for key in sorted(keys):
+            transaction.on_commit(partial(_release_next, key))
     return outcomes
+
+
+def _release_next(order_key: str) -> None:
+    from tasks_app.dispatch import publish_next
+
+    publish_next(order_key)
 
 
 def task_transition(*, update: StatusUpdate) -> Outcome:
@@ -104,6 +120,8 @@ def task_transition(*, update: StatusUpdate) -> Outcome:
 def _complete(task_id: str, state: _State, data: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
     """Run the type's completion hook in a savepoint. If the record cannot be written (a volume
     name taken meanwhile, say), the task fails with that reason instead of claiming success."""
+    if not has_completion_hook(state.task_type):
+        return Status.COMPLETED.value, data  # nothing to write: no savepoint (two round trips) either
     try:
         with transaction.atomic():
             run_completion_hook(state.task_type, task_id, state.task_data or {}, data or {})
@@ -126,16 +144,37 @@ def _write(states: dict[str, _State]) -> None:
         return
     ts = now_ts()
     json_field = GlobalTask._meta.get_field("task_status_data")
-    params = [
-        (s.status, json_field.get_db_prep_value(s.status_data, connection), ts, tid) for tid, s in dirty
-    ]
-    # executemany: one round trip per batch on psycopg 3 (pipeline mode) and on SQLite; Django's
-    # bulk_update would build a CASE per column, which grows quadratically with the batch.
+    # Django's bulk_update would build a CASE per column, which grows quadratically with the batch.
     # The table name is our own constant; every value is a parameter.
-    sql = f"UPDATE {GlobalTask._meta.db_table} SET task_status = %s, task_status_data = %s, "  # noqa: S608
-    sql += "task_update_timestamp = %s WHERE task_id = %s"
+    table = GlobalTask._meta.db_table
+    if connection.vendor == "postgresql":
+        # One statement for the whole batch, parsed and planned once instead of once per row.
+        sql = (
+            f"UPDATE {table} AS t SET task_status = v.status, task_status_data = v.data, "  # noqa: S608
+            "task_update_timestamp = %s "
+            "FROM unnest(%s::text[], %s::text[], %s::jsonb[]) AS v(task_id, status, data) WHERE t.task_id = v.task_id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql,
+                [
+                    ts,
+                    [tid for tid, _ in dirty],
+                    [s.status for _, s in dirty],
+                    [json.dumps(s.status_data, cls=json_field.encoder) for _, s in dirty],
+                ],
+            )
+        _write_history(dirty)
+        return
+    sql = f"UPDATE {table} SET task_status = %s, task_status_data = %s, task_update_timestamp = %s "  # noqa: S608
+    sql += "WHERE task_id = %s"
+    params = [(s.status, json_field.get_db_prep_value(s.status_data, connection), ts, tid) for tid, s in dirty]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        cursor.executemany(sql, params)  # one round trip per batch on SQLite
+    _write_history(dirty)
+
+
+def _write_history(dirty: list[tuple[str, _State]]) -> None:
     history = [h for _, s in dirty for h in s.history]
     if history:
         TaskStatusChange.objects.bulk_create(history)

@@ -1,8 +1,10 @@
 from django.urls import include, path
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.routers import DefaultRouter
 
 from tasks_app.api import health, seed
 from tasks_app.api.clusters import ClusterViewSet, NodeTasksView, NodeViewSet, VolumeViewSet
+from tasks_app.api.permissions import LoginRateThrottle
 from tasks_app.api.v1 import TaskViewSet
 
 router = DefaultRouter()
@@ -20,6 +22,17 @@ urlpatterns = [
     path("healthz", health.health, name="health"),
     # Kadalu's paths, without trailing slashes (tasks/<id>/history/ has one, so they cannot clash).
     path("api/v1/tasks/<str:cluster>/<str:node>", NodeTasksView.as_view(), name="node-tasks"),
-    path("api/v1/clusters/<str:cluster>/volumes", VolumeViewSet.as_view({"get": "list", "post": "create"})),
+    # schema=None: in the OpenAPI schema once, under the router's path (no operationId collision).
+    path(
+        "api/v1/clusters/<str:cluster>/volumes",
+        VolumeViewSet.as_view({"get": "list", "post": "create"}, schema=None),
+    ),
+    # username + password -> {"token": ...} (`taskhub login`). No authentication classes: a stale token
+    # in the request must not stop its owner from logging in again.
+    path(
+        "api/v1/auth/token/",
+        ObtainAuthToken.as_view(authentication_classes=(), throttle_classes=(LoginRateThrottle,)),
+        name="auth-token",
+    ),
     path("api/v1/", include(router.urls)),
 ]

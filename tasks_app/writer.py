@@ -20,7 +20,7 @@ import redis
 from django.conf import settings
 from django.db import OperationalError, close_old_connections, transaction
 
-from tasks_app import update_stream
+from tasks_app import metrics, update_stream
 from tasks_app.cluster_services import record_heartbeats
 from tasks_app.models import StreamOffset
 from tasks_app.transitions import task_transition_many
@@ -66,7 +66,9 @@ def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
         offset.save(update_fields=["last_id", "applied"])
     # Committed: the entries are in the database now and can leave Redis.
     update_stream.trim_upto(shard, entries[-1].stream_id)
-    return BatchResult(shard, len(entries), len(outcomes) - missing, time.perf_counter() - started)
+    result = BatchResult(shard, len(entries), len(outcomes) - missing, time.perf_counter() - started)
+    metrics.observe_writer_batch(entries=result.entries, seconds=result.seconds)  # never raises
+    return result
 
 
 def run_once(batch_size: int | None = None) -> int:

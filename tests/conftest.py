@@ -82,3 +82,30 @@ def child_env(redis_stream: redis.Redis, settings: Any) -> dict[str, str]:
 
 
 MANAGE = [sys.executable, str(ROOT / "manage.py")]
+
+
+OPERATOR_PASSWORD = "operator-pw-for-tests"
+
+
+@pytest.fixture
+def operator(django_user_model: Any) -> Any:
+    """A staff user: full access to /api/v1 (README "Access control")."""
+    return django_user_model.objects.create_user("operator", password=OPERATOR_PASSWORD, is_staff=True)
+
+
+@pytest.fixture
+def api_client(operator: Any) -> Any:
+    """Django's test client, logged in (a session) as the operator."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def operator_token(operator: Any) -> str:
+    """The operator's API token, for clients that talk HTTP (the CLI, live servers)."""
+    from rest_framework.authtoken.models import Token
+
+    return str(Token.objects.get_or_create(user=operator)[0].key)

@@ -1,5 +1,6 @@
-"""A task type registered the way users add their own (TASKHUB_HANDLER_MODULES), for the end-to-end
-tests: it sleeps, and appends a line to a file on the node for every time it really runs."""
+"""Task types registered the way users add their own (TASKHUB_HANDLER_MODULES), for the end-to-end
+tests. test_sleep sleeps in steps (reporting progress, stopping when cancelled) and appends a line to
+a file on the node every time it really runs; test_flaky fails recoverably until its Nth run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from typing import Any
 
 from workers.context import RunContext
-from workers.errors import PayloadError
+from workers.errors import PayloadError, RecoverableError
 from workers.handlers import payload
 from workers.registry import register
 
@@ -20,9 +21,26 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-@register("test_sleep", validate=validate, participants=payload.one_node)
+@register("test_sleep", validate=validate, participants=payload.one_node, max_retries=0)
 def run(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     with (ctx.data_dir / f"runs-{ctx.task_id}.log").open("a") as log:
         log.write(f"{time.time()}\n")
-    time.sleep(float(data.get("seconds", 0)))
-    return {"slept": data.get("seconds", 0)}
+    total = float(data.get("seconds", 0))
+    steps = max(1, int(total / 0.25))
+    for step in range(steps):
+        ctx.check_cancelled()
+        time.sleep(total / steps)
+        ctx.progress(100 * (step + 1) / steps, f"slept {step + 1} of {steps} steps")
+    return {"slept": total}
+
+
+@register("test_flaky", validate=validate, participants=payload.one_node, max_retries=3)
+def flaky(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Fails recoverably until it has run `succeed_on` times."""
+    runs = ctx.data_dir / f"runs-{ctx.task_id}.log"
+    with runs.open("a") as log:
+        log.write(f"{time.time()}\n")
+    count = len(runs.read_text().splitlines())
+    if count < int(data.get("succeed_on", 1)):
+        raise RecoverableError(f"device busy (run {count})")
+    return {"runs": count}

@@ -15,28 +15,30 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/tasks/"
 
 
-def test_create_retrieve_update_delete(client: Client) -> None:
-    resp = client.post(URL, {"task_type": "block_audit", "task_data": {"blocks": 2}}, content_type="application/json")
+def test_create_retrieve_update_delete(api_client: Client) -> None:
+    resp = api_client.post(
+        URL, {"task_type": "block_audit", "task_data": {"blocks": 2}}, content_type="application/json"
+    )
     assert resp.status_code == 201, resp.content
     task = resp.json()
     assert task["task_status"] == "pending"
     detail = f"{URL}{task['task_id']}/"
-    assert client.get(detail).json()["task_data"] == {"blocks": 2}
-    resp = client.patch(detail, {"task_status": "in_progress"}, content_type="application/json")
+    assert api_client.get(detail).json()["task_data"] == {"blocks": 2}
+    resp = api_client.patch(detail, {"task_status": "in_progress"}, content_type="application/json")
     assert resp.status_code == 200 and resp.json()["task_status"] == "in_progress"
-    resp = client.put(detail, {"task_status": "pending"}, content_type="application/json")
+    resp = api_client.put(detail, {"task_status": "pending"}, content_type="application/json")
     assert resp.status_code == 409
     assert "in_progress" in resp.json()["detail"]
-    assert client.delete(detail).status_code == 204
-    assert client.get(detail).status_code == 404
+    assert api_client.delete(detail).status_code == 204
+    assert api_client.get(detail).status_code == 404
 
 
-def test_create_replay_and_conflict(client: Client) -> None:
+def test_create_replay_and_conflict(api_client: Client) -> None:
     body = {"task_id": "v1-fixed", "task_type": "t", "task_data": {"a": 1}}
-    assert client.post(URL, body, content_type="application/json").status_code == 201
-    assert client.post(URL, body, content_type="application/json").status_code == 200
+    assert api_client.post(URL, body, content_type="application/json").status_code == 201
+    assert api_client.post(URL, body, content_type="application/json").status_code == 200
     body["task_data"] = {"a": 2}
-    assert client.post(URL, body, content_type="application/json").status_code == 409
+    assert api_client.post(URL, body, content_type="application/json").status_code == 409
 
 
 @pytest.mark.parametrize(
@@ -49,63 +51,63 @@ def test_create_replay_and_conflict(client: Client) -> None:
         ({"task_create_timestamp": 5}, "task_create_timestamp"),
     ],
 )
-def test_bad_input_names_the_field(client: Client, body: dict[str, Any], field: str) -> None:
-    resp = client.post(URL, body, content_type="application/json")
+def test_bad_input_names_the_field(api_client: Client, body: dict[str, Any], field: str) -> None:
+    resp = api_client.post(URL, body, content_type="application/json")
     assert resp.status_code == 400
     assert field in resp.json()
 
 
-def test_malformed_json_is_400(client: Client) -> None:
-    resp = client.post(URL, "{nope", content_type="application/json")
+def test_malformed_json_is_400(api_client: Client) -> None:
+    resp = api_client.post(URL, "{nope", content_type="application/json")
     assert resp.status_code == 400
     assert "Malformed JSON" in resp.json()["detail"]
 
 
-def test_filters_and_cursor_pages(client: Client) -> None:
+def test_filters_and_cursor_pages(api_client: Client) -> None:
     for i in range(7):
         task_create(task_type="pg", task_status="completed" if i % 2 else "pending")
     task_create(task_type="other")
-    resp = client.get(URL, {"task_type": "pg", "task_status": "pending", "page_size": "2"})
+    resp = api_client.get(URL, {"task_type": "pg", "task_status": "pending", "page_size": "2"})
     body = resp.json()
     assert len(body["results"]) == 2
     seen = [t["task_id"] for t in body["results"]]
     while body["next"]:
-        body = client.get(body["next"]).json()
+        body = api_client.get(body["next"]).json()
         seen += [t["task_id"] for t in body["results"]]
     assert len(seen) == len(set(seen)) == 4
-    assert client.get(URL, {"task_status": "bogus"}).status_code == 400
+    assert api_client.get(URL, {"task_status": "bogus"}).status_code == 400
     GlobalTask.objects.filter(task_type="other").update(task_update_timestamp=10**10)
-    recent = client.get(URL, {"updated_since": str(10**10)}).json()["results"]
+    recent = api_client.get(URL, {"updated_since": str(10**10)}).json()["results"]
     assert [t["task_type"] for t in recent] == ["other"]
 
 
-def test_history_endpoint(client: Client) -> None:
+def test_history_endpoint(api_client: Client) -> None:
     task, _ = task_create(task_type="t")
-    client.patch(f"{URL}{task.task_id}/", {"task_status": "completed"}, content_type="application/json")
-    rows = client.get(f"{URL}{task.task_id}/history/").json()
+    api_client.patch(f"{URL}{task.task_id}/", {"task_status": "completed"}, content_type="application/json")
+    rows = api_client.get(f"{URL}{task.task_id}/history/").json()
     assert [(r["from_status"], r["to_status"]) for r in rows] == [("", "pending"), ("pending", "completed")]
     assert rows[1]["at"]
-    assert rows[1]["source"] == f"PATCH {URL}{task.task_id}/ by anonymous"
+    assert rows[1]["source"] == f"PATCH {URL}{task.task_id}/ by operator"
 
 
-def test_browsable_api_renders_html(client: Client) -> None:
+def test_browsable_api_renders_html(api_client: Client) -> None:
     task_create(task_type="t")
-    resp = client.get(URL, HTTP_ACCEPT="text/html")
+    resp = api_client.get(URL, HTTP_ACCEPT="text/html")
     assert resp.status_code == 200
     assert b"Task List" in resp.content
 
 
-def test_openapi_schema_and_docs_page(client: Client) -> None:
-    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+def test_openapi_schema_and_docs_page(api_client: Client) -> None:
+    schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert schema.status_code == 200
     assert "/api/v1/tasks/" in schema.json()["paths"]
-    docs = client.get("/api/docs/")
+    docs = api_client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
 
 
 @pytest.mark.redis
-def test_health(client: Client, redis_stream: Any) -> None:
-    resp = client.get("/healthz")
+def test_health(api_client: Client, redis_stream: Any) -> None:
+    resp = api_client.get("/healthz")
     assert resp.status_code == 200
     assert resp.json()["checks"]["database"] == "ok"

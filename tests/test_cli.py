@@ -26,12 +26,22 @@ from tasks_app.models import Cluster, GlobalTask, Node, StorageUnit, Volume
 from tasks_app.services import task_create
 from tasks_app.status import STATUS_VALUES
 from tasks_app.transitions import StatusUpdate, task_transition
+from tests.conftest import OPERATOR_PASSWORD
 from tests.helpers import wait_until
 
 # live_server serves from its own thread: the test's rows must be committed for it to see them.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PLAIN = "example_task_type"  # not a registered executable type: a plain record, never sent to Celery
+
+
+@pytest.fixture(autouse=True)
+def cli_auth(transactional_db: None, operator_token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every command runs as the operator (TASKHUB_TOKEN), with a config directory of its own."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TASKHUB_TOKEN", operator_token)
+    monkeypatch.delenv("TASKHUB_URL", raising=False)
+    return operator_token
 
 
 def taskhub(server: LiveServer, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -347,7 +357,7 @@ def _taskhub_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
 
 
-def test_exit_codes_of_the_installed_command(live_server: LiveServer) -> None:
+def test_exit_codes_of_the_installed_command(live_server: LiveServer, cli_auth: str, tmp_path: Path) -> None:
     task_create(task_id="sub-1", task_type=PLAIN)
     closed = f"http://127.0.0.1:{_closed_port()}"
     cases = [
@@ -359,7 +369,11 @@ def test_exit_codes_of_the_installed_command(live_server: LiveServer) -> None:
     ]
     for args, code, text in cases:
         proc = subprocess.run(
-            [*_taskhub_command(), *args], capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"}
+            [*_taskhub_command(), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "TASKHUB_TOKEN": cli_auth, "XDG_CONFIG_HOME": str(tmp_path / "xdg")},
         )
         assert proc.returncode == code, (args, proc.stdout, proc.stderr)
         assert text in proc.stdout + proc.stderr, (args, proc.stdout, proc.stderr)
@@ -383,8 +397,71 @@ def test_token_is_sent_when_set(live_server: LiveServer, monkeypatch: pytest.Mon
     assert auth_headers() == {}
     monkeypatch.setenv("TASKHUB_TOKEN", "abc123")
     assert auth_headers() == {"Authorization": "Token abc123"}
-    # The server does not check tokens yet (issue 4); a request carrying one still works.
-    assert taskhub(live_server, "cluster", "list", env={"TASKHUB_TOKEN": "abc123"}).exit_code == 0
+    # The server checks it: a wrong token is a 401, with a hint at what to do.
+    wrong = taskhub(live_server, "cluster", "list", env={"TASKHUB_TOKEN": "abc123"})
+    assert wrong.exit_code == 1
+    assert "Invalid token" in wrong.stderr and "HTTP 401" in wrong.stderr and "taskhub login" in wrong.stderr
+    monkeypatch.delenv("TASKHUB_TOKEN")
+    nothing = taskhub(live_server, "cluster", "list")
+    assert nothing.exit_code == 1 and "HTTP 401" in nothing.stderr
+
+
+# --- login and logout ----------------------------------------------------------------------------------
+
+
+def login(server: LiveServer, *args: str) -> Result:
+    return CliRunner().invoke(
+        app, ["login", "--url", server.url, *args], input=f"{OPERATOR_PASSWORD}\n", catch_exceptions=False
+    )
+
+
+def test_login_saves_the_token_privately_and_commands_use_it(
+    live_server: LiveServer, operator_token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TASKHUB_TOKEN")
+    task_create(task_id="login-1", task_type=PLAIN)
+    result = login(live_server, "--username", "operator", "--password-stdin")
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "xdg" / "taskhub" / "config.json"
+    assert f"saved in {path}" in result.stdout
+    assert json.loads(path.read_text()) == {"url": live_server.url, "token": operator_token}
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    # No --url and no TASKHUB_URL: the saved server, with the saved token.
+    listed = CliRunner().invoke(app, ["task", "list", "--json"], catch_exceptions=False)
+    assert [t["task_id"] for t in as_json(listed)] == ["login-1"]
+    # The token goes only to the server it was saved for.
+    assert auth_headers(live_server.url) == {"Authorization": f"Token {operator_token}"}
+    assert auth_headers("http://127.0.0.1:1") == {}
+    # TASKHUB_TOKEN comes first.
+    assert taskhub(live_server, "task", "list", env={"TASKHUB_TOKEN": "stale"}).exit_code == 1
+
+    out = CliRunner().invoke(app, ["logout"], catch_exceptions=False)
+    assert out.exit_code == 0 and "Logged out" in out.stdout and not path.exists()
+    again = CliRunner().invoke(app, ["logout"], catch_exceptions=False)
+    assert again.exit_code == 0 and "Not logged in" in again.stdout
+    assert taskhub(live_server, "task", "list").exit_code == 1
+
+
+def test_login_prompts_and_refuses_a_wrong_password(
+    live_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.cache import cache
+
+    cache.clear()  # the login throttle's counts
+    path = tmp_path / "xdg" / "taskhub" / "config.json"
+    wrong = CliRunner().invoke(app, ["login", "--url", live_server.url], input="operator\nnope\n")
+    assert wrong.exit_code == 1
+    assert "Unable to log in" in wrong.stderr and not path.exists()
+    # A stale TASKHUB_TOKEN (set by the autouse fixture to a valid one; here a wrong one) does not block login.
+    monkeypatch.setenv("TASKHUB_TOKEN", "stale")
+    right = CliRunner().invoke(
+        app, ["login", "--url", live_server.url], input=f"operator\n{OPERATOR_PASSWORD}\n", catch_exceptions=False
+    )
+    assert right.exit_code == 0, right.output
+    assert "Password" in right.stdout and OPERATOR_PASSWORD not in right.stdout  # hidden input
+    assert "TASKHUB_TOKEN is set" in right.stderr
+    assert path.exists()
 
 
 def test_error_message_flattens_field_errors() -> None:

@@ -26,18 +26,18 @@ def demo() -> Cluster:
     return cluster
 
 
-def post(client: Client, url: str, body: Any) -> Any:
-    return client.post(url, body, content_type="application/json")
+def post(api_client: Client, url: str, body: Any) -> Any:
+    return api_client.post(url, body, content_type="application/json")
 
 
-def test_volume_create_answers_202_with_a_task_routed_to_the_first_unit(client: Client, demo: Cluster) -> None:
-    resp = post(client, VOLUMES, {"name": "vol1", "type": "replicate", "storage_units": UNITS})
+def test_volume_create_answers_202_with_a_task_routed_to_the_first_unit(api_client: Client, demo: Cluster) -> None:
+    resp = post(api_client, VOLUMES, {"name": "vol1", "type": "replicate", "storage_units": UNITS})
     assert resp.status_code == 202, resp.content
     task = resp.json()
     assert task["task_type"] == "volume_create" and task["task_status"] == "pending"
     assert task["node"] == "node1"
     assert task["task_data"]["cluster"] == "demo"
-    explicit = post(client, VOLUMES, {"name": "vol2", "storage_units": UNITS, "node": "node3"})
+    explicit = post(api_client, VOLUMES, {"name": "vol2", "storage_units": UNITS, "node": "node3"})
     assert explicit.json()["node"] == "node3"
 
 
@@ -52,40 +52,42 @@ def test_volume_create_answers_202_with_a_task_routed_to_the_first_unit(client: 
         ({"name": "v", "type": "mirror", "storage_units": UNITS}, "task_data.type"),
     ],
 )
-def test_volume_create_rejects_bad_requests(client: Client, demo: Cluster, body: dict[str, Any], needle: str) -> None:
-    resp = post(client, VOLUMES, body)
+def test_volume_create_rejects_bad_requests(
+    api_client: Client, demo: Cluster, body: dict[str, Any], needle: str
+) -> None:
+    resp = post(api_client, VOLUMES, body)
     assert resp.status_code == 400
     assert needle in str(resp.json())
     assert GlobalTask.objects.count() == 0
 
 
-def test_duplicate_volume_names_are_refused_even_while_in_flight(client: Client, demo: Cluster) -> None:
-    assert post(client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).status_code == 202
-    resp = post(client, VOLUMES, {"name": "vol1", "storage_units": UNITS})
+def test_duplicate_volume_names_are_refused_even_while_in_flight(api_client: Client, demo: Cluster) -> None:
+    assert post(api_client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).status_code == 202
+    resp = post(api_client, VOLUMES, {"name": "vol1", "storage_units": UNITS})
     assert resp.status_code == 400
     assert "already being created" in resp.json()["detail"]
     GlobalTask.objects.update(task_status="completed")
     Volume.objects.create(name="vol1", cluster=demo, type="replicate")
-    assert "already exists" in post(client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).json()["detail"]
+    assert "already exists" in post(api_client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).json()["detail"]
 
 
-def test_unknown_cluster_is_404(client: Client) -> None:
-    assert post(client, "/api/v1/clusters/nope/volumes", {"name": "v", "storage_units": UNITS}).status_code == 404
+def test_unknown_cluster_is_404(api_client: Client) -> None:
+    assert post(api_client, "/api/v1/clusters/nope/volumes", {"name": "v", "storage_units": UNITS}).status_code == 404
 
 
-def test_an_unknown_executable_type_lists_the_known_ones(client: Client, demo: Cluster) -> None:
-    resp = post(client, "/api/v1/tasks/", {"task_type": "volume_explode", "node": "node1"})
+def test_an_unknown_executable_type_lists_the_known_ones(api_client: Client, demo: Cluster) -> None:
+    resp = post(api_client, "/api/v1/tasks/", {"task_type": "volume_explode", "node": "node1"})
     assert resp.status_code == 400
     assert "volume_create" in resp.json()["detail"] and "block_alloc" in resp.json()["detail"]
 
 
-def test_bad_payload_of_a_seed_type_names_the_field(client: Client, demo: Cluster) -> None:
-    resp = post(client, "/task", {"task_type": "block_alloc", "task_data": {"cluster": "demo", "node": "node1"}})
+def test_bad_payload_of_a_seed_type_names_the_field(api_client: Client, demo: Cluster) -> None:
+    resp = post(api_client, "/task", {"task_type": "block_alloc", "task_data": {"cluster": "demo", "node": "node1"}})
     assert resp.status_code == 400
     assert "task_data.blocks" in resp.json()["message"]
 
 
-def test_record_only_types_are_not_routed(client: Client) -> None:
+def test_record_only_types_are_not_routed(api_client: Client) -> None:
     task, _ = task_create(task_type="example_task_type")
     assert task.node == ""
 
@@ -94,35 +96,35 @@ def complete(task_id: str, result: dict[str, Any]) -> None:
     task_transition(update=StatusUpdate(task_id, "completed", result, source="test"))
 
 
-def test_completion_hooks_write_and_remove_volume_records(client: Client, demo: Cluster) -> None:
-    task = post(client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).json()
+def test_completion_hooks_write_and_remove_volume_records(api_client: Client, demo: Cluster) -> None:
+    task = post(api_client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).json()
     units = [{"node": u["node"], "index": i, "path": f"/d/{u['node']}/vol1"} for i, u in enumerate(UNITS)]
     complete(task["task_id"], {"volume": "vol1", "storage_units": units})
-    listed = client.get(VOLUMES).json()
+    listed = api_client.get(VOLUMES).json()
     assert [v["name"] for v in listed] == ["vol1"]
     assert [u["node"] for u in listed[0]["storage_units"]] == ["node1", "node2", "node3"]
-    assert client.get(f"{VOLUMES}/vol1/").json()["state"] == "created"
+    assert api_client.get(f"{VOLUMES}/vol1/").json()["state"] == "created"
 
-    start = post(client, f"{VOLUMES}/vol1/start/", {}).json()
+    start = post(api_client, f"{VOLUMES}/vol1/start/", {}).json()
     assert start["task_data"]["storage_units"][2]["path"] == "/d/node3/vol1"  # the node learns where units are
     complete(start["task_id"], {})
     assert Volume.objects.get().state == "started"
-    assert client.delete(f"{VOLUMES}/vol1/").status_code == 400  # stop it first
-    complete(post(client, f"{VOLUMES}/vol1/stop/", {}).json()["task_id"], {})
-    delete = client.delete(f"{VOLUMES}/vol1/")
+    assert api_client.delete(f"{VOLUMES}/vol1/").status_code == 400  # stop it first
+    complete(post(api_client, f"{VOLUMES}/vol1/stop/", {}).json()["task_id"], {})
+    delete = api_client.delete(f"{VOLUMES}/vol1/")
     assert delete.status_code == 202
     complete(delete.json()["task_id"], {})
     assert not Volume.objects.exists() and not StorageUnit.objects.exists()
 
 
-def test_a_failed_task_writes_no_record(client: Client, demo: Cluster) -> None:
-    task = post(client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).json()
+def test_a_failed_task_writes_no_record(api_client: Client, demo: Cluster) -> None:
+    task = post(api_client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).json()
     task_transition(update=StatusUpdate(task["task_id"], "failed", {"error": {"message": "node3 down"}}))
     assert not Volume.objects.exists()
 
 
-def test_a_hook_that_cannot_write_fails_the_task(client: Client, demo: Cluster) -> None:
-    task = post(client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).json()
+def test_a_hook_that_cannot_write_fails_the_task(api_client: Client, demo: Cluster) -> None:
+    task = post(api_client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).json()
     Volume.objects.create(name="vol1", cluster=demo, type="replicate")  # taken meanwhile
     complete(task["task_id"], {"storage_units": []})
     row = GlobalTask.objects.get(pk=task["task_id"])
@@ -144,29 +146,29 @@ def test_node_and_block_hooks(demo: Cluster) -> None:
     assert Node.objects.get(name="node4").state == "removed"
 
 
-def test_clusters_and_nodes_by_id_or_name(client: Client, demo: Cluster) -> None:
-    assert client.get(f"/api/v1/clusters/{demo.pk}/").json()["name"] == "demo"
-    assert client.get("/api/v1/clusters/demo/").json()["nodes"] == ["node1", "node2", "node3"]
-    node = client.get("/api/v1/nodes/node2/").json()
+def test_clusters_and_nodes_by_id_or_name(api_client: Client, demo: Cluster) -> None:
+    assert api_client.get(f"/api/v1/clusters/{demo.pk}/").json()["name"] == "demo"
+    assert api_client.get("/api/v1/clusters/demo/").json()["nodes"] == ["node1", "node2", "node3"]
+    node = api_client.get("/api/v1/nodes/node2/").json()
     assert node["cluster"] == "demo" and node["online"] is False
-    assert client.get(f"/api/v1/nodes/{node['id']}/").json()["name"] == "node2"
-    assert client.get("/api/v1/nodes/nope/").status_code == 404
-    created = post(client, "/api/v1/nodes/", {"name": "edge1", "cluster": "demo", "transport": "pull"})
+    assert api_client.get(f"/api/v1/nodes/{node['id']}/").json()["name"] == "node2"
+    assert api_client.get("/api/v1/nodes/nope/").status_code == 404
+    created = post(api_client, "/api/v1/nodes/", {"name": "edge1", "cluster": "demo", "transport": "pull"})
     assert created.status_code == 201 and created.json()["transport"] == "pull"
 
 
-def test_pull_api_marks_tasks_received_and_honours_since(client: Client, demo: Cluster) -> None:
+def test_pull_api_marks_tasks_received_and_honours_since(api_client: Client, demo: Cluster) -> None:
     first, _ = task_create(task_type="block_alloc", task_data={"cluster": "demo", "node": "node1", "blocks": 1})
     other, _ = task_create(task_type="block_alloc", task_data={"cluster": "demo", "node": "node2", "blocks": 1})
     GlobalTask.objects.filter(pk=first.pk).update(task_create_timestamp=1000)
-    resp = client.get("/api/v1/tasks/demo/node1")
+    resp = api_client.get("/api/v1/tasks/demo/node1")
     assert resp.status_code == 200
     assert [t["task_id"] for t in resp.json()] == [first.task_id]
     first.refresh_from_db()
     assert first.task_status == "received"
     assert first.history.filter(to_status="received", source="pull:node1").exists()
-    assert client.get("/api/v1/tasks/demo/node1", {"since": "2000"}).json() == []
-    assert client.get("/api/v1/tasks/demo/node1", {"since": "soon"}).status_code == 400
-    assert client.get("/api/v1/tasks/other/node1").status_code == 404
+    assert api_client.get("/api/v1/tasks/demo/node1", {"since": "2000"}).json() == []
+    assert api_client.get("/api/v1/tasks/demo/node1", {"since": "soon"}).status_code == 400
+    assert api_client.get("/api/v1/tasks/other/node1").status_code == 404
     other.refresh_from_db()
     assert other.task_status == "pending"

@@ -595,9 +595,9 @@ def test_redis_keeps_accepted_updates_across_restarts() -> None:
 
 
 def test_app_services_share_one_environment() -> None:
-    """Every server-side process; node workers get only the Redis part (test_node_never_gets_the_database)."""
+    """Every server-side process; node workers and Flower get only the broker (test_node_never_gets_the_database)."""
     shared = compose()["x-env"]
-    for name in sorted(set(project_services()) - set(node_services())):
+    for name in sorted(set(project_services()) - set(node_services()) - {"flower"}):
         env = environment(services()[name])
         for key, value in shared.items():
             assert env.get(key) == str(value), f"{name}: {key} differs from x-env"
@@ -731,3 +731,11 @@ def test_dockerignore_keeps_local_state_out_and_needed_files_in() -> None:
     assert {".git", ".venv", "var", "*.sqlite3", ".env"} <= patterns
     copied = {"requirements.txt", "manage.py", "gunicorn.conf.py", "taskhub", "tasks_app"}
     assert not copied & patterns, f"the image needs {sorted(copied & patterns)}"
+
+
+def test_flower_watches_the_broker_only_and_asks_for_a_password() -> None:
+    flower = services()["flower"]
+    assert "DATABASE_URL" not in environment(flower)
+    command = argv(flower["command"])
+    check_entry_point(command)
+    assert any(part.startswith("--basic-auth=") for part in command)

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.django_db(transac
 
 RUN = uuid.uuid4().hex[:6]
 PREFIX = f"taskhub-test:{RUN}:updates"
-N1, N2, N3, OFF = (f"e2e{RUN}-{n}" for n in ("n1", "n2", "n3", "offline"))
+N1, N2, N3, OFF, LATE = (f"e2e{RUN}-{n}" for n in ("n1", "n2", "n3", "offline", "late"))
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -53,6 +53,8 @@ class Cluster:
             TASKHUB_NODE_OFFLINE_SECONDS="5",
             TASKHUB_FANOUT_TIMEOUT="15",
             TASKHUB_REDELIVERY_SECONDS="3",
+            TASKHUB_RETRY_BACKOFF_SECONDS="0.5",
+            TASKHUB_RETRY_LIMITS="volume_create=1",
             TASKHUB_DISPATCH_GRACE_SECONDS="1",
             TASKHUB_SWEEP_SECONDS="1",
             PYTHONUNBUFFERED="1",
@@ -113,7 +115,7 @@ def writer(cluster: Cluster, settings: Any, transactional_db: None) -> Iterator[
     import tests.handlers_for_tests  # noqa: F401  (the test process validates test_sleep tasks too)
 
     demo = cluster_ensure(name=f"demo{RUN}")
-    for node in (N1, N2, N3, OFF):
+    for node in (N1, N2, N3, OFF, LATE):
         node_register(cluster=demo, name=node)
     cluster.start_server_side("writer", ["run_writer"])
     yield cluster
@@ -165,7 +167,12 @@ def test_an_offline_participant_fails_the_task_naming_it(writer: Cluster) -> Non
     assert OFF in data["error"]["message"], data
     assert data["nodes"][OFF]["ok"] is False and "offline" in data["nodes"][OFF]["error"]["message"]
     assert data["nodes"][N2]["ok"] is True
+    assert data["retries"] == 1  # one automatic retry (TASKHUB_RETRY_LIMITS), then failed for good
     assert not Volume.objects.filter(name="vol2").exists()
+    # Rollback: the units made on the nodes that succeeded are gone again.
+    assert set(data["rolled_back"]) == {N1, N2} and all(a["ok"] for a in data["rolled_back"].values())
+    assert not list(writer.data_dir(N1).glob("volumes/vol2/*"))
+    assert not list(writer.data_dir(N2).glob("volumes/vol2/*"))
 
 
 def test_a_message_delivered_twice_runs_once(writer: Cluster) -> None:
@@ -225,3 +232,93 @@ def test_without_a_commit_nothing_is_published(writer: Cluster) -> None:
         raise RuntimeError("the request failed after the insert")
     assert not GlobalTask.objects.filter(pk=f"rolled-back-{RUN}").exists()
     assert redis.Redis.from_url(writer.redis_url).llen(f"node.{N1}") == 0
+
+
+def test_a_failed_volume_is_retried_to_success_after_its_node_comes_back(writer: Cluster) -> None:
+    from tasks_app.services import task_retry
+
+    task_id = volume("vol3", [N1, N2, OFF])
+    assert wait_final(task_id, writer).task_status == "failed"
+    writer.start_node(OFF)
+    try:
+        wait_until(lambda: writer.alive(OFF), 60, "the missing node to come back")
+        task_retry(task_id=task_id, source="test")
+        done = wait_final(task_id, writer)
+        assert done.task_status == "completed", done.task_status_data
+        assert done.attempts == 1
+        assert statuses(done)[-5:] == ["failed", "pending", "received", "in_progress", "completed"]
+        units = Volume.objects.get(name="vol3").storage_units.all()
+        assert sorted(u.node.name for u in units) == sorted([N1, N2, OFF])
+        assert all(Path(u.path).is_dir() for u in units)
+    finally:
+        stop(writer.procs.pop(OFF))
+
+
+def test_recoverable_errors_retry_with_backoff(writer: Cluster) -> None:
+    task, _ = task_create(task_type="test_flaky", task_data={"node": N1, "succeed_on": 3}, source="test")
+    done = wait_final(task.task_id, writer)
+    assert done.task_status == "completed", done.task_status_data
+    assert done.task_status_data["runs"] == 3
+
+
+def test_progress_shows_while_the_task_runs(writer: Cluster) -> None:
+    task, _ = task_create(task_type="test_sleep", task_data={"node": N2, "seconds": 3}, source="test")
+
+    def progress() -> float:
+        row = GlobalTask.objects.get(pk=task.task_id)
+        if row.task_status != "in_progress":
+            return 0.0
+        return float(row.task_status_data.get("progress", {}).get("percent", 0))
+
+    assert 0 < wait_until(progress, 30, "progress while running", interval=0.1) < 100
+    assert wait_final(task.task_id, writer).task_status == "completed"
+
+
+def test_a_running_task_is_cancelled_on_its_node(writer: Cluster) -> None:
+    from tasks_app.services import task_cancel
+
+    task, _ = task_create(task_type="test_sleep", task_data={"node": N2, "seconds": 30}, source="test")
+    wait_until(lambda: GlobalTask.objects.get(pk=task.task_id).task_status == "in_progress", 30, "the task to run")
+    assert task_cancel(task_id=task.task_id, source="test").task_status == "cancelled"
+    # The handler stops at its next step: its run is recorded as ended well before its 30 s.
+    ledger = writer.data_dir(N2) / ".taskhub" / "runs" / f"{task.task_id}.0.0.done.json"
+    wait_until(ledger.exists, 10, "the handler to stop")
+    assert GlobalTask.objects.get(pk=task.task_id).task_status == "cancelled"
+
+
+def test_a_cancelled_pending_task_never_starts(writer: Cluster) -> None:
+    from tasks_app.services import task_cancel
+
+    task, _ = task_create(task_type="test_sleep", task_data={"node": LATE, "seconds": 0}, source="test")
+    wait_until(lambda: GlobalTask.objects.get(pk=task.task_id).dispatched_at is not None, 10, "the publish")
+    task_cancel(task_id=task.task_id, source="test")
+    writer.start_node(LATE)
+    try:
+        wait_until(lambda: writer.alive(LATE), 60, "the late node to start")
+        runs = writer.data_dir(LATE) / ".taskhub" / "runs"
+        wait_until(lambda: not redis.Redis.from_url(writer.redis_url).llen(f"node.{LATE}"), 20, "the message taken")
+        import time
+
+        time.sleep(1)
+        assert not (writer.data_dir(LATE) / f"runs-{task.task_id}.log").exists()
+        assert not list(runs.glob(f"{task.task_id}*.done.json"))
+        assert GlobalTask.objects.get(pk=task.task_id).task_status == "cancelled"
+    finally:
+        stop(writer.procs.pop(LATE))
+
+
+def test_a_node_killed_for_good_goes_offline_and_its_tasks_fail(writer: Cluster) -> None:
+    writer.start_server_side("scheduler", ["run_scheduler"])
+    try:
+        task, _ = task_create(task_type="test_sleep", task_data={"node": N3, "seconds": 30}, source="test")
+        wait_until(lambda: GlobalTask.objects.get(pk=task.task_id).task_status == "in_progress", 30, "the task")
+        writer.kill(N3)
+        # TASKHUB_NODE_OFFLINE_SECONDS=5 and a sweep every second: well within 30 s.
+        done = wait_final(task.task_id, writer, timeout=30)
+        assert done.task_status == "failed"
+        assert done.task_status_data["error"]["type"] == "NodeOffline"
+        assert f"node {N3} went offline" in done.task_status_data["error"]["message"]
+        assert Node.objects.get(name=N3).offline_since is not None
+    finally:
+        stop(writer.procs.pop("scheduler"))
+        writer.start_node(N3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,9 +28,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+def call(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Token {token}"} if token else {})}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -68,8 +70,10 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str, with_nodes: bool
         TASKHUB_ADMIN_PASSWORD="stack-test-password",
         TASKHUB_STACK_TEST=token,
         PYTHONUNBUFFERED="1",
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),  # where run_stack logs the CLI in
     )
     env.pop("CELERY_BROKER_URL", None)
+    env.pop("TASKHUB_TOKEN", None)
     subprocess.run([*MANAGE, "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
     port, seed_port = free_port(), free_port()
     log = tmp_path / "stack.log"
@@ -87,6 +91,14 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str, with_nodes: bool
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: port_open(port) and call("GET", f"{base}/healthz")[0] == 200, 60, "the stack to be healthy")
+        # The banner's ready-to-use line for the CLI and scripts; /api/v1 takes nothing less.
+        found = re.search(rf"export TASKHUB_URL={re.escape(base)} TASKHUB_TOKEN=(\w+)", log.read_text())
+        assert found, log.read_text()
+        api_token = found.group(1)
+        assert call("GET", f"{base}/api/v1/tasks/")[0] == 401
+        assert call("GET", f"{base}/api/v1/tasks/", token=api_token)[0] == 200
+        saved = json.loads((tmp_path / "xdg" / "taskhub" / "config.json").read_text())
+        assert saved == {"url": base, "token": api_token}
         code, body = call("POST", f"{base}/task", {"task_type": "example_task_type", "task_data": {"key": "value"}})
         assert code == 200 and body["success"], body
         task_id = body["data"]["task_id"]
@@ -103,19 +115,22 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str, with_nodes: bool
         if nodes:
             # The demo cluster runs tasks on its nodes: a volume across all three, over plain HTTP.
             wait_until(
-                lambda: all(n["online"] for n in call("GET", f"{base}/api/v1/nodes/")[1]),
+                lambda: all(n["online"] for n in call("GET", f"{base}/api/v1/nodes/", token=api_token)[1]),
                 60,
                 "the demo nodes to come online",
             )
             units = [{"node": n} for n in nodes]
-            code, body = call("POST", f"{base}/api/v1/clusters/demo/volumes", {"name": "vol1", "storage_units": units})
+            code, body = call(
+                "POST", f"{base}/api/v1/clusters/demo/volumes", {"name": "vol1", "storage_units": units}, api_token
+            )
             assert code == 202, body
             wait_until(
-                lambda: call("GET", f"{base}/api/v1/tasks/{body['task_id']}/")[1]["task_status"] == "completed",
+                lambda: call("GET", f"{base}/api/v1/tasks/{body['task_id']}/", token=api_token)[1]["task_status"]
+                == "completed",
                 60,
                 "the volume to be created on the demo nodes",
             )
-            volumes = call("GET", f"{base}/api/v1/clusters/demo/volumes")[1]
+            volumes = call("GET", f"{base}/api/v1/clusters/demo/volumes", token=api_token)[1]
             assert [v["name"] for v in volumes] == ["vol1"]
             for unit in volumes[0]["storage_units"]:
                 assert Path(unit["path"]).is_dir()

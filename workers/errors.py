@@ -33,11 +33,33 @@ class HandlerError(RuntimeError):
 class FanOutFailed(HandlerError):
     """One or more participating nodes failed or did not answer; `nodes` holds every node's answer."""
 
-    def __init__(self, nodes: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, nodes: dict[str, dict[str, Any]], rolled_back: dict[str, dict[str, Any]] | None = None) -> None:
         failed = sorted(n for n, a in nodes.items() if not a.get("ok"))
         reasons = "; ".join(f"{n}: {nodes[n].get('error', {}).get('message', 'failed')}" for n in failed)
-        super().__init__(f"{len(failed)} of {len(nodes)} node(s) failed: {reasons}", {"nodes": nodes})
+        details: dict[str, Any] = {"nodes": nodes}
+        if rolled_back is not None:
+            details["rolled_back"] = rolled_back
+        super().__init__(f"{len(failed)} of {len(nodes)} node(s) failed: {reasons}", details)
         self.nodes = nodes
+        self.rolled_back = rolled_back
+
+    @property
+    def recoverable(self) -> bool:
+        """True when every failed node failed for a reason another attempt may cure."""
+        kinds = {a.get("error", {}).get("type") for a in self.nodes.values() if not a.get("ok")}
+        return kinds <= RECOVERABLE_KINDS
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.nodes,))
+        return (type(self), (self.nodes, self.rolled_back))
+
+
+class RecoverableError(HandlerError):
+    """Worth another try later (a peer down, a device busy): retried with backoff up to the type's limit."""
+
+
+class Cancelled(HandlerError):
+    """The task was cancelled while it ran; the handler stopped where it was."""
+
+
+# Fan-out answers whose failure another attempt may cure.
+RECOVERABLE_KINDS = frozenset({"NodeOffline", "Timeout", "RecoverableError"})

@@ -4,6 +4,9 @@ The initiator sends each remote participant its part on that node's queue and wa
 list for the answers; its own part runs in place (waiting on its own queue could deadlock). A
 node without a live heartbeat fails at once; one that does not answer in time fails with a
 timeout. Nothing waits longer than TASKHUB_FANOUT_TIMEOUT.
+
+When the failure is for good (no automatic retry left, or not a failure a retry could cure) and
+the task type declares a compensating step, the nodes whose part succeeded are rolled back.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from celery import current_app
 from django.conf import settings
 
 from tasks_app import update_stream
-from workers import heartbeat, runner
+from workers import heartbeat, registry, runner
 from workers.context import RunContext
 from workers.errors import FanOutFailed
 from workers.queues import EXECUTE_PART_TASK
@@ -26,8 +29,22 @@ Answer = dict[str, Any]
 
 
 def fan_out(ctx: RunContext, parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    answers = gather(ctx, parts, mode="part")
+    if all(a["ok"] for a in answers.values()):
+        return {node: a["result"] for node, a in answers.items()}
+    failure = FanOutFailed(answers)
+    ttype = registry.get(ctx.task_type)
+    if ttype is not None and ttype.compensate is not None and (ctx.final or not failure.recoverable):
+        done = {node: parts[node] for node, a in answers.items() if a["ok"]}
+        if done:
+            failure = FanOutFailed(answers, rolled_back=gather(ctx, done, mode="compensate"))
+    raise failure
+
+
+def gather(ctx: RunContext, parts: dict[str, dict[str, Any]], *, mode: str) -> dict[str, Answer]:
+    """Run `mode` ("part" or "compensate") on every node in `parts`; every node's answer, in order."""
     timeout = float(settings.TASKHUB_FANOUT_TIMEOUT)
-    reply_key = f"{settings.TASKHUB_STREAM_PREFIX}:fanout:{ctx.task_id}:{ctx.attempt}:{uuid.uuid4().hex[:8]}"
+    reply_key = f"{settings.TASKHUB_STREAM_PREFIX}:fanout:{ctx.run_key}:{mode}:{uuid.uuid4().hex[:8]}"
     answers: dict[str, Answer] = {}
     waiting: set[str] = set()
     for node, payload in parts.items():
@@ -44,6 +61,8 @@ def fan_out(ctx: RunContext, parts: dict[str, dict[str, Any]]) -> dict[str, dict
                 "payload": payload,
                 "node": node,
                 "attempt": ctx.attempt,
+                "retries": ctx.retries,
+                "mode": mode,
                 "reply_key": reply_key,
             },
         )
@@ -51,7 +70,12 @@ def fan_out(ctx: RunContext, parts: dict[str, dict[str, Any]]) -> dict[str, dict
     if ctx.node in parts:
         answers[ctx.node] = answer_for(
             lambda: runner.run_part(
-                task_id=ctx.task_id, task_type=ctx.task_type, payload=parts[ctx.node], attempt=ctx.attempt
+                task_id=ctx.task_id,
+                task_type=ctx.task_type,
+                payload=parts[ctx.node],
+                attempt=ctx.attempt,
+                retries=ctx.retries,
+                mode=mode,
             )
         )
     client = update_stream.client()
@@ -71,10 +95,7 @@ def fan_out(ctx: RunContext, parts: dict[str, dict[str, Any]]) -> dict[str, dict
     client.delete(reply_key)
     for node in waiting:
         answers[node] = _failed("Timeout", f"node {node} did not answer within {timeout:g}s")
-    ordered = {node: answers[node] for node in parts}
-    if not all(a["ok"] for a in ordered.values()):
-        raise FanOutFailed(ordered)
-    return {node: a["result"] for node, a in ordered.items()}
+    return {node: answers[node] for node in parts}
 
 
 def answer_for(work: Any) -> Answer:

@@ -6,6 +6,11 @@ TASKHUB_HANDLER_MODULES), with:
   participants(task_data) -> [node]  the nodes taking part; the first runs the task by default
   run(ctx, task_data) -> result      runs on the assigned node; its return value is the result
   part(ctx, payload) -> result       optional: the per-node piece that run() fans out
+  compensate(ctx, payload) -> result optional: undoes a part on a node where it succeeded, when
+                                     the task fails for good (rollback)
+  max_retries                        automatic retries of recoverable errors (RecoverableError,
+                                     an offline or silent participant); TASKHUB_RETRY_LIMITS overrides
+  reassignable                       may move to another participant when its node dies
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ class TaskType:
     participants: Callable[[Payload], list[str]] = _no_participants
     part: Callable[[RunContext, Payload], Result] | None = None
     description: str = ""
+    compensate: Callable[[RunContext, Payload], Result] | None = None
+    max_retries: int = 3
+    reassignable: bool = False
+
+    def retry_limit(self) -> int:
+        limits: dict[str, int] = settings.TASKHUB_RETRY_LIMITS
+        return int(limits.get(self.name, self.max_retries))
 
 
 _REGISTRY: dict[str, TaskType] = {}
@@ -49,11 +61,17 @@ def register(
     participants: Callable[[Payload], list[str]] = _no_participants,
     part: Callable[[RunContext, Payload], Result] | None = None,
     description: str = "",
+    compensate: Callable[[RunContext, Payload], Result] | None = None,
+    max_retries: int = 3,
+    reassignable: bool = False,
 ) -> Callable[[Callable[[RunContext, Payload], Result]], Callable[[RunContext, Payload], Result]]:
     """Decorator for a task type's run function."""
 
     def decorate(run: Callable[[RunContext, Payload], Result]) -> Callable[[RunContext, Payload], Result]:
-        _REGISTRY[name] = TaskType(name, run, validate, participants, part, description or (run.__doc__ or ""))
+        _REGISTRY[name] = TaskType(
+            name, run, validate, participants, part, description or (run.__doc__ or ""), compensate, max_retries,
+            reassignable,
+        )  # fmt: skip
         return run
 
     return decorate

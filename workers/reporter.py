@@ -36,8 +36,9 @@ def error_data(exc: BaseException, node: str) -> dict[str, Any]:
     """task_status_data for a failed task: the error's type, message and node, and per-node answers."""
     details = dict(getattr(exc, "details", {}) or {})
     data: dict[str, Any] = {"error": {"type": type(exc).__name__, "message": str(exc), "node": node}}
-    if "nodes" in details:
-        data["nodes"] = details.pop("nodes")
+    for key in ("nodes", "rolled_back"):
+        if key in details:
+            data[key] = details.pop(key)
     if details:
         data["error"]["details"] = details
     return data

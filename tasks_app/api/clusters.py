@@ -20,6 +20,7 @@ from tasks_app.api.cluster_serializers import (
     VolumeCreateSerializer,
     VolumeSerializer,
 )
+from tasks_app.api.permissions import NodePullAccess
 from tasks_app.api.serializers import TaskSerializer
 from tasks_app.api.v1 import request_source
 from tasks_app.models import Cluster, GlobalTask, Node, Volume
@@ -114,9 +115,13 @@ class NodeTasksView(APIView):
 
     For nodes that cannot reach the broker. Returns the node's unfinished tasks, oldest first, and
     marks the pending ones received. The node reports back with POST /task_update.
+    Only the node's own account (manage.py create_node_token) or an operator may call it.
     """
 
+    permission_classes = [NodePullAccess]
+
     @extend_schema(
+        operation_id="v1_node_tasks_pull",
         parameters=[OpenApiParameter("since", int, description="only tasks created after this epoch second")],
         responses=TaskSerializer(many=True),
     )

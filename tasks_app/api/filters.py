@@ -13,10 +13,13 @@ class TaskFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filt
         field_name="task_update_timestamp", lookup_expr="gte", label="Updated at or after (epoch seconds)"
     )
     node = django_filters.CharFilter(field_name="node", label="Assigned node")
+    since = django_filters.NumberFilter(
+        field_name="task_create_timestamp", lookup_expr="gte", label="Created at or after (epoch seconds)"
+    )
     created_since = django_filters.NumberFilter(
         field_name="task_create_timestamp", lookup_expr="gte", label="Created at or after (epoch seconds)"
     )
 
     class Meta:
         model = GlobalTask
-        fields = ["task_type", "task_status", "node", "updated_since", "created_since"]
+        fields = ["task_type", "task_status", "node", "since", "updated_since", "created_since"]

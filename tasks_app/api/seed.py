@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from tasks_app import selectors, services, validation
+from tasks_app.api import permissions
 from tasks_app.api.errors import seed_error
 from tasks_app.errors import InvalidInput, TaskhubError
 from tasks_app.models import GlobalTask
@@ -46,13 +47,18 @@ def ok(data: Any, status: int = 200, **extra: Any) -> JsonResponse:
     return JsonResponse({"success": True, "data": data, **extra}, status=status)
 
 
-def seed_view(methods: tuple[str, ...]) -> Callable[[View], View]:
-    """Method check, CSRF exemption (API clients have no session) and domain errors as envelopes."""
+def seed_view(methods: tuple[str, ...], *, node_methods: tuple[str, ...] = ()) -> Callable[[View], View]:
+    """Access control (tasks_app.api.permissions.seed_access; `node_methods` are those a node account may
+    call, on its own tasks), method check, CSRF exemption (API clients have no session) and domain
+    errors as envelopes."""
 
     def decorate(view: View) -> View:
         @csrf_exempt
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            denied = permissions.seed_access(request, node_methods=node_methods)
+            if denied is not None:
+                return denied
             if request.method not in methods:
                 response = seed_error(f"Method {request.method} not allowed; use {', '.join(methods)}", 405)
                 response["Allow"] = ", ".join(methods)
@@ -81,7 +87,9 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
 
 
 def _source(request: HttpRequest, what: str) -> str:
-    return f"{what} from {request.META.get('REMOTE_ADDR', '?')}"
+    user = getattr(request, "user", None)
+    who = f" by {user.get_username()}" if user is not None and user.is_authenticated else ""
+    return f"{what} from {request.META.get('REMOTE_ADDR', '?')}{who}"
 
 
 @seed_view(("POST",))
@@ -99,10 +107,12 @@ def task_create(request: HttpRequest) -> HttpResponse:
     return ok({"message": "Task created", "task_id": task.task_id})
 
 
-@seed_view(("GET", "PUT", "DELETE"))
+@seed_view(("GET", "PUT", "DELETE"), node_methods=("GET",))
 def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
     if request.method == "GET":
-        return ok(seed_task(selectors.task_get(task_id=task_id)))
+        task = selectors.task_get(task_id=task_id)
+        permissions.seed_require_own_task(request, task)
+        return ok(seed_task(task))
     if request.method == "DELETE":
         services.task_delete(task_id=task_id)
         return ok({"message": "Task deleted"})
@@ -144,7 +154,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
     return ok([seed_task(t) for t in page.tasks], next=next_url)
 
 
-@seed_view(("POST",))
+@seed_view(("POST",), node_methods=("POST",))
 def task_update_push(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
     validation.reject_unknown(body, _UPDATE_FIELDS)
@@ -152,8 +162,10 @@ def task_update_push(request: HttpRequest) -> HttpResponse:
         if required not in body:
             raise InvalidInput(f"'{required}' is required")
     status_data = body.get("task_status_data")
+    task_id = validation.task_id(body["task_id"])
+    permissions.seed_require_own_task(request, task_id)
     services.task_update_push(
-        task_id=validation.task_id(body["task_id"]),
+        task_id=task_id,
         status=validation.status(body["status"], "status"),
         task_status_data=validation.json_object(status_data, "task_status_data") if status_data is not None else None,
         source=_source(request, "POST /task_update"),

@@ -5,25 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from tasks_app import selectors, services
 from tasks_app.api.filters import TaskFilter
+from tasks_app.api.pagination import KeysetPagination
+from tasks_app.api.permissions import TaskAccess
 from tasks_app.api.serializers import TaskHistorySerializer, TaskSerializer
+from tasks_app.errors import InvalidInput
 from tasks_app.models import GlobalTask
-
-
-class TaskCursorPagination(CursorPagination):
-    # A cursor, not page numbers: following a growing table never skips or repeats a task.
-    ordering = ("task_create_timestamp", "task_id")
-    page_size = 100
-    page_size_query_param = "page_size"
-    max_page_size = 1000
 
 
 def request_source(request: Request) -> str:
@@ -35,7 +29,8 @@ def request_source(request: Request) -> str:
 class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
     serializer_class = TaskSerializer
     filterset_class = TaskFilter
-    pagination_class = TaskCursorPagination
+    pagination_class = KeysetPagination
+    permission_classes = [TaskAccess]
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet[GlobalTask]:
@@ -74,6 +69,40 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         services.task_delete(task_id=self.get_object().task_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "wait", float, description="long poll: answer as soon as the task changes or finishes (max 60 s)"
+            )
+        ]
+    )
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        task = self.get_object()
+        wait = request.query_params.get("wait")
+        if wait:
+            try:
+                seconds = float(wait)
+            except ValueError as exc:
+                raise InvalidInput("'wait' must be a number of seconds") from exc
+            if not 0 <= seconds <= 60:
+                raise InvalidInput("'wait' must be between 0 and 60 seconds")
+            task = selectors.task_wait_for_change(task=task, timeout=seconds)
+        return Response(self.get_serializer(task).data)
+
+    @extend_schema(request=None, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        """Re-trigger a failed task: same id, a new attempt, its history kept."""
+        task = services.task_retry(task_id=self.get_object().task_id, source=request_source(request))
+        return Response(self.get_serializer(task).data)
+
+    @extend_schema(request=None, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Cancel an unfinished task; a running one is stopped on its node."""
+        task = services.task_cancel(task_id=self.get_object().task_id, source=request_source(request))
+        return Response(self.get_serializer(task).data)
 
     @extend_schema(responses=TaskHistorySerializer(many=True))
     @action(detail=True, methods=["get"])

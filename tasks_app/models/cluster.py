@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -44,8 +45,15 @@ class Node(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.MEMBER)
     transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.QUEUE)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
+    # Set by the dead-node sweep when heartbeats stop; cleared by the next heartbeat.
+    offline_since = models.DateTimeField(null=True, blank=True)
     data_dir = models.CharField(max_length=512, blank=True, default="")
     capacity_blocks = models.PositiveIntegerField(default=0)
+    # The node's own account (user "node:<name>", `manage.py create_node_token`): its token may pull
+    # this node's tasks and report on them, nothing else (tasks_app/api/permissions.py).
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="taskhub_node"
+    )
 
     class Meta:
         ordering = ["cluster__name", "name"]

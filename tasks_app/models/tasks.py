@@ -36,6 +36,12 @@ class GlobalTask(models.Model):
     node = models.CharField(max_length=64, blank=True, default="")
     dispatched_at = models.BigIntegerField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Tasks sharing an order key (one volume's create, start, stop, delete) run on one node, one at
+    # a time, in the order they were created.
+    order_key = models.CharField(max_length=160, blank=True, default="")
+    # Creation order finer than the seed's one-second timestamps: what "created before" means for
+    # dependent tasks, and the cursor for following new tasks on /api/v1/tasks/.
+    created_ns = models.BigIntegerField(default=time.time_ns, editable=False)
 
     # Also not in the seed's schema: the sha256 of the create request, so a client retrying a
     # create with its own task_id gets the first answer, and a different body gets a 409.
@@ -55,6 +61,9 @@ class GlobalTask(models.Model):
             models.Index(fields=["task_create_timestamp", "task_id"], name="task_created"),
             # The pull API and the node's view: unfinished tasks of one node.
             models.Index(fields=["node", "task_status", "task_create_timestamp"], name="task_node_status"),
+            models.Index(fields=["order_key", "created_ns"], name="task_order_key"),
+            models.Index(fields=["created_ns", "task_id"], name="task_created_ns"),
+            models.Index(fields=["task_type", "task_status", "created_ns"], name="task_type_status_ns"),
             # The dispatch sweep: executable tasks not yet published.
             models.Index(
                 fields=["task_status", "dispatched_at"],

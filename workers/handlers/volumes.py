@@ -124,7 +124,15 @@ def create_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
     return {"units": made}
 
 
-@register("volume_create", validate=validate_create, participants=participants, part=create_part)
+@register(
+    "volume_create",
+    validate=validate_create,
+    participants=participants,
+    part=create_part,
+    # Rollback: a volume that fails for good leaves no storage unit behind on the nodes that made one.
+    compensate=lambda ctx, share: delete_part(ctx, share),
+    reassignable=True,
+)
 def create(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Creates the volume's storage units on every participating node."""
     answers = ctx.fan_out(parts(data))
@@ -154,13 +162,13 @@ def _set_state(ctx: RunContext, data: dict[str, Any], state: str) -> dict[str, A
     return {"volume": data["name"], "state": state}
 
 
-@register("volume_start", validate=validate_existing, participants=participants, part=set_state_part)
+@register("volume_start", validate=validate_existing, participants=participants, part=set_state_part, reassignable=True)
 def start(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Marks every storage unit started."""
     return _set_state(ctx, data, "started")
 
 
-@register("volume_stop", validate=validate_existing, participants=participants, part=set_state_part)
+@register("volume_stop", validate=validate_existing, participants=participants, part=set_state_part, reassignable=True)
 def stop(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Marks every storage unit stopped."""
     return _set_state(ctx, data, "stopped")
@@ -188,7 +196,7 @@ def delete_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
     return {"removed": removed}
 
 
-@register("volume_delete", validate=validate_existing, participants=participants, part=delete_part)
+@register("volume_delete", validate=validate_existing, participants=participants, part=delete_part, reassignable=True)
 def delete(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Removes every storage unit's directory."""
     ctx.fan_out(parts(data))

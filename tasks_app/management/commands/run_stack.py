@@ -11,8 +11,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
+from cli import config as cli_config
+from cli.errors import CliError
 from taskhub import devstack
-from tasks_app import cluster_services
+from tasks_app import accounts, cluster_services
 
 
 class Command(BaseCommand):
@@ -78,6 +80,7 @@ class Command(BaseCommand):
     def _banner(self, addr: str, seed_addr: str | None, redis_url: str, cluster: str, nodes: list[str]) -> None:
         user, password = self._admin_login()
         base = f"http://{addr}"
+        token, cli_note = self._cli_login(user, base)
         lines = [
             "",
             "taskhub is running. Ctrl-C stops everything.",
@@ -85,6 +88,8 @@ class Command(BaseCommand):
             f"  REST API        {base}/api/v1/tasks/",
             f"  API docs        {base}/api/docs/   (schema: {base}/api/schema/)",
             f"  Admin           {base}/admin/   user {user!r}, password {password}",
+            f"  API token       export TASKHUB_URL={base} TASKHUB_TOKEN={token}   (user {user!r})",
+            f"  CLI             {cli_note}",
             f"  Health          {base}/healthz",
             *([f"  Seed API also   http://{seed_addr}/  (the reference service's port)"] if seed_addr else []),
             f"  Redis           {redis_url}",
@@ -101,6 +106,22 @@ class Command(BaseCommand):
             "",
         ]
         self.stdout.write("\n".join(lines))
+
+    def _cli_login(self, username: str, base: str) -> tuple[str, str]:
+        """The admin's API token, and the CLI logged in with it: its config file is written when there is
+        none, or when it points at this same URL (a stale token of an earlier run). A config for any other
+        server is left alone."""
+        user = get_user_model()._default_manager.get_by_natural_key(username)
+        token = accounts.token_issue(user=user)
+        path = cli_config.config_path()
+        try:
+            saved = cli_config.load()
+            if saved is not None and saved.url.rstrip("/") != base:
+                return token, f"{path} is for {saved.url}; left alone (use the export line above)"
+            cli_config.save(url=base, token=token)
+        except (OSError, CliError) as exc:
+            return token, f"not logged in: {getattr(exc, 'message', exc)} (use the export line above)"
+        return token, f".venv/bin/taskhub is logged in as {username!r} ({path})"
 
     def _admin_login(self) -> tuple[str, str]:
         """Make sure there is an admin to log in with; print how, without overwriting a real account."""

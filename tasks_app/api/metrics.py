@@ -1,0 +1,54 @@
+"""GET /metrics: the Prometheus exposition (tasks_app.metrics).
+
+Public by default. With TASKHUB_METRICS_PUBLIC=false it answers only
+  - a staff user logged in to the admin (session), or
+  - a DRF token (`Authorization: Token <key>`, or `Bearer <key>`, the scheme Prometheus sends by
+    default) of any active user, so a scraper can use a service account that is not staff.
+Anything else: 401 without credentials or with a bad token, 403 for a logged-in non-staff user.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_safe
+from prometheus_client import CONTENT_TYPE_LATEST
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from tasks_app import metrics
+
+
+class BearerTokenAuthentication(TokenAuthentication):
+    """The same DRF tokens under the `Bearer` keyword (Prometheus' `authorization:` default)."""
+
+    keyword = "Bearer"
+
+
+def _check(request: HttpRequest) -> int:
+    """200 if this request may read the metrics, else the status to answer (401 or 403)."""
+    if settings.TASKHUB_METRICS_PUBLIC:
+        return 200
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return 200
+    try:
+        for auth in (TokenAuthentication(), BearerTokenAuthentication()):
+            # DRF's authenticators read only request.META here, which a Django request has.
+            if auth.authenticate(request) is not None:  # type: ignore[arg-type]
+                return 200
+    except AuthenticationFailed:
+        return 401
+    return 403 if user is not None and user.is_authenticated else 401
+
+
+@require_safe
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    status = _check(request)
+    if status != 200:
+        text = "Staff or a token only\n" if status == 403 else "Authentication required: a token or a staff login\n"
+        resp = HttpResponse(text, status=status, content_type="text/plain; charset=utf-8")
+        if status == 401:
+            resp["WWW-Authenticate"] = 'Token realm="taskhub metrics"'
+        return resp
+    return HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)

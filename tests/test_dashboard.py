@@ -1,0 +1,141 @@
+"""The operator's dashboard in the admin: what it shows, who may see it, and the SVG chart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from tasks_app import dashboard_selectors as sel
+from tasks_app.cluster_services import cluster_ensure, node_register
+from tasks_app.dashboard_chart import nice_step, throughput_svg
+from tasks_app.models import GlobalTask, Node, TaskStatusChange
+from tasks_app.services import task_create
+from tasks_app.transitions import StatusUpdate, task_transition
+
+pytestmark = pytest.mark.django_db
+
+URL = "/admin/dashboard/"
+
+
+@pytest.fixture
+def staff(client: Client) -> Client:
+    client.force_login(User.objects.create_user("ops", password="pw-for-tests-only", is_staff=True))
+    return client
+
+
+@pytest.fixture
+def data() -> None:
+    demo = cluster_ensure(name="demo")
+    for name in ("node1", "node2"):
+        node_register(cluster=demo, name=name)
+    Node.objects.filter(name="node1").update(last_heartbeat=datetime.now(UTC))
+    for ttype, node_name in (("vdag_report", "node1"), ("vdag_report", "node2"), ("block_audit", "node2")):
+        task, _ = task_create(task_type=ttype)
+        GlobalTask.objects.filter(pk=task.pk).update(node=node_name)  # as the dispatcher would
+        task_transition(update=StatusUpdate(task.task_id, "failed", source=node_name))
+    done, _ = task_create(task_type="block_audit")
+    task_transition(update=StatusUpdate(done.task_id, "completed"))
+    task_create(task_type="block_audit")  # pending
+
+
+def test_renders_for_staff_with_the_figures(staff: Client, data: None, settings: Any) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # Redis down: shown on the page, not a 500
+    resp = staff.get(URL)
+    assert resp.status_code == 200
+    html = resp.content.decode()
+    assert "Operator&#x27;s dashboard" in html or "Operator's dashboard" in html
+    assert "<svg" in html and "Tasks finished per minute" in html
+    assert "Redis unavailable" in html
+    ctx = resp.context
+    assert ctx["counts"].by_status["failed"] == 3
+    assert ctx["counts"].by_status["pending"] == 1
+    by_type = {row.task_type: row for row in ctx["counts"].by_type}
+    assert by_type["vdag_report"].counts["failed"] == 2 and by_type["block_audit"].total == 3
+    assert ctx["failures_by_type"] == [("vdag_report", 2), ("block_audit", 1)]
+    assert ctx["failures_by_node"] == [("node2", 2), ("node1", 1)]
+    assert ctx["nodes_online"] == 1 and len(ctx["nodes"]) == 2
+    assert ctx["finished_last_hour"] == 4
+    for needle in ("vdag_report", "block_audit", "node1", "node2", "1 / 2"):
+        assert needle in html
+
+
+def test_non_staff_are_sent_to_the_login(client: Client) -> None:
+    resp = client.get(URL)
+    assert resp.status_code == 302 and resp["Location"].startswith("/admin/login/")
+    client.force_login(User.objects.create_user("someone", password="pw-for-tests-only"))
+    resp = client.get(URL)
+    assert resp.status_code == 302 and resp["Location"].startswith("/admin/login/")
+
+
+def test_the_admin_index_links_the_dashboard(staff: Client) -> None:
+    resp = staff.get("/admin/")
+    assert resp.status_code == 200
+    assert f'href="{URL}"'.encode() in resp.content
+    assert b"Site administration" in resp.content or b"app-tasks_app" in resp.content  # still the index
+
+
+def test_empty_dashboard_renders(staff: Client) -> None:
+    resp = staff.get(URL)
+    assert resp.status_code == 200
+    assert b"No tasks yet." in resp.content and b"No failures in the last hour." in resp.content
+
+
+def test_failures_older_than_an_hour_are_left_out() -> None:
+    task, _ = task_create(task_type="old_failure")
+    task_transition(update=StatusUpdate(task.task_id, "failed"))
+    TaskStatusChange.objects.filter(task=task).update(at=datetime.now(UTC) - timedelta(hours=2))
+    by_type, by_node = sel.failures_since(datetime.now(UTC) - timedelta(hours=1))
+    assert by_type == [] and by_node == []
+
+
+def test_throughput_counts_finished_changes_per_minute() -> None:
+    now = datetime(2030, 1, 1, 12, 30, 40, tzinfo=UTC)
+    task, _ = task_create(task_type="t")
+
+    def change(to: str, minutes_ago: float) -> None:
+        at = now - timedelta(minutes=minutes_ago)
+        TaskStatusChange.objects.create(task=task, from_status="in_progress", to_status=to, at=at)
+
+    change("completed", 0)  # this minute (12:30)
+    change("completed", 0.2)
+    change("failed", 5)  # 12:25
+    change("cancelled", 59)  # 11:31, the first bucket
+    change("completed", 61)  # outside the window
+    change("in_progress", 1)  # not a final status
+    minutes = sel.throughput(60, now)
+    assert len(minutes) == 60
+    assert minutes[0].start == datetime(2030, 1, 1, 11, 31, tzinfo=UTC)
+    assert minutes[-1].start == datetime(2030, 1, 1, 12, 30, tzinfo=UTC)
+    assert minutes[-1].counts == {"completed": 2, "failed": 0, "cancelled": 0}
+    assert minutes[-6].counts["failed"] == 1
+    assert minutes[0].counts["cancelled"] == 1
+    assert sum(m.total for m in minutes) == 4
+
+
+def test_the_chart_is_well_formed_svg_with_a_bar_per_minute() -> None:
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    counts = [{"completed": i % 7, "failed": i % 3, "cancelled": 0} for i in range(60)]
+    minutes = [sel.Minute(start + timedelta(minutes=i), c) for i, c in enumerate(counts)]
+    svg = str(throughput_svg(minutes))
+    root = ElementTree.fromstring(svg)  # noqa: S314  # our own output
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == f"{ns}svg"
+    groups = root.findall(f"{ns}g")
+    assert len(groups) == 60
+    titles = [g.find(f"{ns}title") for g in groups]
+    assert titles[8] is not None and titles[8].text == "12:08 UTC: 1 completed, 2 failed, 0 cancelled"
+    bars = root.findall(f".//{ns}rect[@class='bar completed']")
+    assert len(bars) == sum(1 for m in minutes if m.counts["completed"])
+    assert "now" in svg and "12:00" in svg
+    empty = ElementTree.fromstring(str(throughput_svg([sel.Minute(start, {})])))  # noqa: S314
+    assert empty.find(f"{ns}g/{ns}title") is not None
+
+
+@pytest.mark.parametrize(("peak", "step"), [(0, 1), (3, 1), (7, 2), (10, 5), (37, 10), (180, 50), (1234, 500)])
+def test_nice_steps(peak: int, step: int) -> None:
+    assert nice_step(peak) == step
