@@ -16,7 +16,7 @@ from cli.client import MAX_PAGE_SIZE, collect
 from cli.common import DEFAULT_TIMEOUT, JsonOption, TimeoutOption, UrlOption, WatchOption, open_api
 from cli.watch import task_path, watch_and_exit
 
-app = typer.Typer(help="Tasks: list, show, create, watch.", no_args_is_help=True)
+app = typer.Typer(help="Tasks: list, show, create, watch, retry, cancel.", no_args_is_help=True)
 
 TASKS_PATH = "/api/v1/tasks/"
 
@@ -64,9 +64,7 @@ def list_tasks(
     ctx: typer.Context,
     task_type: Annotated[str | None, typer.Option("--type", "-t", help="Only tasks of this type.")] = None,
     status: Annotated[TaskStatus | None, typer.Option("--status", "-s", help="Only tasks in this status.")] = None,
-    node: Annotated[
-        str | None, typer.Option("--node", "-n", help="Only tasks assigned to this node (filtered here).")
-    ] = None,
+    node: Annotated[str | None, typer.Option("--node", "-n", help="Only tasks assigned to this node.")] = None,
     since: Annotated[
         str | None,
         typer.Option(
@@ -85,12 +83,11 @@ def list_tasks(
         params["task_status"] = status.value
     if since is not None:
         params["updated_since"] = parse_since(since)
-    # The API has no node filter: with --node, read whole pages and keep that node's tasks here.
-    params["page_size"] = MAX_PAGE_SIZE if node else min(limit, MAX_PAGE_SIZE)
+    if node:
+        params["node"] = node
+    params["page_size"] = min(limit, MAX_PAGE_SIZE)
     with open_api(ctx, url) as api:
-        tasks, more = collect(
-            api.pages(TASKS_PATH, params), limit=limit, keep=lambda t: node is None or t.get("node") == node
-        )
+        tasks, more = collect(api.pages(TASKS_PATH, params), limit=limit, keep=lambda t: True)
     if as_json:
         render.print_json(tasks)
         return
@@ -185,3 +182,41 @@ def watch_task(
     """Follow a task until it ends: exit 0 if it completed, 1 if it failed or was cancelled, 2 on timeout."""
     with open_api(ctx, url) as api:
         watch_and_exit(api, api.get(task_path(task_id)), timeout=timeout, as_json=as_json)
+
+
+def _act(ctx: typer.Context, task_id: str, action: str, *, url: str | None, watch: bool, timeout: float,
+         as_json: bool) -> None:  # fmt: skip
+    with open_api(ctx, url) as api:
+        task = api.post(f"{task_path(task_id)}{action}/").data
+        if watch:
+            watch_and_exit(api, task, timeout=timeout, as_json=as_json)
+    if as_json:
+        render.print_json(task)
+        return
+    attempt = f", attempt {task.get('attempts', 0)}" if action == "retry" else ""
+    render.console().print(Text.assemble(f"Task {task['task_id']} ", render.status_text(task.get("task_status")),
+                                         attempt))  # fmt: skip
+
+
+@app.command("retry")
+def retry_task(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The failed task's id.", show_default=False)],
+    watch: WatchOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-trigger a failed task: same id, a new attempt, its history kept."""
+    _act(ctx, task_id, "retry", url=url, watch=watch, timeout=timeout, as_json=as_json)
+
+
+@app.command("cancel")
+def cancel_task(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The task's id.", show_default=False)],
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel an unfinished task: a pending one never starts, a running one is stopped on its node."""
+    _act(ctx, task_id, "cancel", url=url, watch=False, timeout=0, as_json=as_json)

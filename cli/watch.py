@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.text import Text
 
 from cli import render
@@ -14,7 +15,8 @@ from cli.client import Api, seg
 from cli.errors import EXIT_FAILED, EXIT_OK, WatchTimeout
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
-POLL_INTERVAL = 0.5
+# Long poll: the server answers as soon as the task changes, or after this many seconds.
+LONG_POLL_SECONDS = 10.0
 
 
 def task_path(task_id: str) -> str:
@@ -22,27 +24,36 @@ def task_path(task_id: str) -> str:
 
 
 def follow(api: Api, task: dict[str, Any], *, timeout: float, show: bool) -> dict[str, Any]:
-    """Poll the task every POLL_INTERVAL seconds until it ends; print each status it reaches when `show`.
+    """Follow the task with long polls (GET ...?wait=) until it ends; when `show`, print each status
+    it reaches and draw a progress bar from the progress its handler reports.
 
     Raises WatchTimeout (exit 2) when it has not ended within `timeout` seconds.
     """
-    out = render.console()
     task_id = str(task["task_id"])
     last = str(task.get("task_status"))
-    if show:
-        out.print(_line(task_id, last))
     deadline = time.monotonic() + timeout
-    while last not in TERMINAL:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise WatchTimeout(f"timed out after {timeout:g}s waiting for task {task_id} (still {last})")
-        time.sleep(min(POLL_INTERVAL, left))
-        task = api.get(task_path(task_id))
-        status = str(task.get("task_status"))
-        if status != last:
-            last = status
-            if show:
-                out.print(_line(task_id, last))
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        console=render.console(), transient=True, disable=not show,
+    ) as bar:  # fmt: skip
+        bar_id = bar.add_task("", total=100, visible=False)
+        if show:
+            bar.console.print(_line(task_id, last))
+        while last not in TERMINAL:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WatchTimeout(f"timed out after {timeout:g}s waiting for task {task_id} (still {last})")
+            wait = f"{min(LONG_POLL_SECONDS, max(left, 0.1)):.1f}"
+            task = api.get(task_path(task_id), params={"wait": wait})
+            status = str(task.get("task_status"))
+            if status != last:
+                last = status
+                if show:
+                    bar.console.print(_line(task_id, last))
+            progress = (task.get("task_status_data") or {}).get("progress")
+            if isinstance(progress, dict) and status not in TERMINAL:
+                message = str(progress.get("message") or status)
+                bar.update(bar_id, completed=float(progress.get("percent") or 0), description=message, visible=True)
     return task
 
 

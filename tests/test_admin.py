@@ -82,3 +82,18 @@ def test_cluster_node_and_volume_pages(staff: Client) -> None:
     assert b"demo" in staff.get("/admin/tasks_app/cluster/").content
     page = staff.get(f"/admin/tasks_app/volume/{vol.pk}/change/")
     assert page.status_code == 200 and b"/data/node1/vol1" in page.content
+
+
+def test_retry_and_cancel_actions(staff: Client) -> None:
+    failed, _ = task_create(task_type="t", task_status="failed")
+    running, _ = task_create(task_type="t", task_status="in_progress")
+    url = "/admin/tasks_app/globaltask/"
+    resp = staff.post(url, {"action": "retry_tasks", "_selected_action": [failed.pk, running.pk]}, follow=True)
+    assert b"1 task(s) retried" in resp.content and b"Only a failed task can be retried" in resp.content
+    failed.refresh_from_db()
+    assert (failed.task_status, failed.attempts) == ("pending", 1)
+    resp = staff.post(url, {"action": "cancel_tasks", "_selected_action": [running.pk]}, follow=True)
+    assert b"1 task(s) cancelled" in resp.content
+    running.refresh_from_db()
+    assert running.task_status == "cancelled"
+    assert running.history.filter(to_status="cancelled", source__startswith="admin by").exists()

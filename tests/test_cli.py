@@ -251,6 +251,40 @@ def test_watch_exit_codes_for_finished_and_stuck_tasks(live_server: LiveServer) 
     assert time.monotonic() - started < 10
 
 
+def test_watch_shows_progress_reported_by_the_handler(live_server: LiveServer) -> None:
+    task_create(task_id="cli-progress", task_type=PLAIN)
+
+    def run() -> None:
+        try:
+            time.sleep(0.5)
+            progress = {"progress": {"percent": 40.0, "message": "copying blocks"}}
+            task_transition(update=StatusUpdate("cli-progress", "in_progress", progress, source="node:node1"))
+            time.sleep(0.7)
+            task_transition(update=StatusUpdate("cli-progress", "completed", {"ok": 1}, source="node:node1"))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    result = taskhub(live_server, "task", "watch", "cli-progress", "--timeout", "30")
+    thread.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert "Task cli-progress completed" in result.stdout
+
+
+def test_retry_and_cancel(live_server: LiveServer) -> None:
+    task_create(task_id="cli-failed", task_type=PLAIN, task_status="failed", task_status_data=failed_status_data())
+    retried = taskhub(live_server, "task", "retry", "cli-failed")
+    assert retried.exit_code == 0, retried.output
+    assert "pending" in retried.stdout and "attempt 1" in retried.stdout
+    assert GlobalTask.objects.get(pk="cli-failed").attempts == 1
+    again = taskhub(live_server, "task", "retry", "cli-failed")
+    assert again.exit_code == 1 and "Only a failed task can be retried" in again.stderr
+    cancelled = taskhub(live_server, "task", "cancel", "cli-failed", "--json")
+    assert as_json(cancelled)["task_status"] == "cancelled"
+    assert taskhub(live_server, "task", "cancel", "cli-failed").exit_code == 1
+
+
 # --- clusters, nodes, volumes --------------------------------------------------------------------------
 
 
