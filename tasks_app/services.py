@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from tasks_app import dispatch, metrics, update_stream
 from tasks_app.errors import TaskConflict, TaskNotFound
@@ -24,9 +24,7 @@ from tasks_app.transitions import StatusUpdate, task_transition
 def create_fingerprint(
     *, task_type: str, task_data: dict[str, Any], task_status: str, task_status_data: dict[str, Any]
 ) -> str:
-    canonical = json.dumps(
-        [task_type, task_data, task_status, task_status_data], sort_keys=True, separators=(",", ":")
-    )
+    canonical = json.dumps([task_type, task_data, task_status, task_status_data], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -72,25 +70,51 @@ def task_create(
         node=assigned,
         order_key=prepared.order_key,
     )
-    try:
-        with transaction.atomic():
-            task.save(force_insert=True)
-            # The creation is the first entry of the task's history.
-            TaskStatusChange.objects.create(
-                task=task, from_status="", to_status=task_status, at=datetime.now(UTC), source=source[:128]
-            )
-            if assigned and task_status == Status.PENDING:
-                # After commit, never before: a worker must not get an id the database doesn't have
-                # yet. If this process dies first, the sweep publishes it (tasks_app.dispatch.sweep).
-                transaction.on_commit(partial(dispatch.publish, task.task_id))
-    except IntegrityError:
+    at = datetime.now(UTC)
+    if connection.vendor == "postgresql":
+        inserted = _insert_with_history(task, at=at, source=source[:128])  # one statement: atomic by itself
+    else:
+        try:
+            with transaction.atomic():
+                task.save(force_insert=True)
+                # The creation is the first entry of the task's history.
+                TaskStatusChange.objects.create(
+                    task=task, from_status="", to_status=task_status, at=at, source=source[:128]
+                )
+            inserted = True
+        except IntegrityError:
+            inserted = False
+    if not inserted:
         # Two creates with the same client-chosen id raced; the loser answers like a retry.
         existing = GlobalTask.objects.filter(pk=task.task_id).first()
         if existing is None:
-            raise
+            raise TaskConflict(f"Task {task.task_id!r} could not be created; try again")
         return _replayed(existing, fingerprint), False
+    if assigned and task_status == Status.PENDING:
+        # After commit, never before: a worker must not get an id the database doesn't have yet
+        # (outside a transaction this runs at once: the insert has committed). If this process
+        # dies first, the sweep publishes it (tasks_app.dispatch.sweep).
+        transaction.on_commit(partial(dispatch.publish, task.task_id))
     metrics.count_created(task_type)  # counted on commit; never raises
     return task, True
+
+
+def _insert_with_history(task: GlobalTask, *, at: datetime, source: str) -> bool:
+    """PostgreSQL: the task row and its first history row in one statement, so a create costs one
+    round trip instead of four (the ORM's two INSERTs inside BEGIN/COMMIT). False if the id exists."""
+    fields = list(GlobalTask._meta.concrete_fields)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = [f.get_db_prep_save(f.pre_save(task, add=True), connection) for f in fields]
+    history = TaskStatusChange._meta.db_table
+    sql = (
+        f"WITH t AS (INSERT INTO {GlobalTask._meta.db_table} ({columns}) "  # noqa: S608 (our own names)
+        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT (task_id) DO NOTHING RETURNING task_id) "
+        f"INSERT INTO {history} (task_id, from_status, to_status, at, source) "
+        "SELECT task_id, '', %s, %s, %s FROM t RETURNING task_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, task.task_status, at, source])
+        return cursor.fetchone() is not None
 
 
 def _replayed(existing: GlobalTask, fingerprint: str) -> GlobalTask:
@@ -136,9 +160,7 @@ def task_update_push(
     """
     if not task_exists(task_id=task_id):
         raise TaskNotFound(task_id)
-    return update_stream.push(
-        StatusUpdate(task_id=task_id, status=status, status_data=task_status_data, source=source)
-    )
+    return update_stream.push(StatusUpdate(task_id=task_id, status=status, status_data=task_status_data, source=source))
 
 
 def task_retry(*, task_id: str, source: str = "") -> GlobalTask:
