@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Rejects oversized bodies before any parser reads them (DRF streams around Django's own limit).
     "tasks_app.middleware.BodySizeLimitMiddleware",
+    "tasks_app.middleware.RejectNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -151,6 +152,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = TASKHUB_MAX_BODY_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PARSER_CLASSES": [
+        "tasks_app.api.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -225,8 +231,10 @@ TASKHUB_RETRY_BACKOFF_MAX_SECONDS = env.float("TASKHUB_RETRY_BACKOFF_MAX_SECONDS
 # How each type picks its node: "first" participant (Kadalu's rule, the default), "least_loaded"
 # online participant, or "explicit" (the request must name it): "volume_create=least_loaded,...".
 TASKHUB_ASSIGNMENT = dict(p.split("=", 1) for p in env.list("TASKHUB_ASSIGNMENT", default=[]) if "=" in p)
-# An unacknowledged message (its worker died) goes back to its queue after this many seconds.
-TASKHUB_REDELIVERY_SECONDS = env.int("TASKHUB_REDELIVERY_SECONDS", default=60)
+# An unacknowledged message goes back to its queue after this many seconds, whether or not its
+# worker is alive: keep it above the longest handler plus the longest backoff. A node worker that
+# restarts after a crash takes its unacknowledged messages back at once (workers.redelivery).
+TASKHUB_REDELIVERY_SECONDS = env.int("TASKHUB_REDELIVERY_SECONDS", default=3600)
 
 # --- Operations: metrics, retention (README "Operating it") --------------------------------------
 # /metrics answers anyone when true; when false, only staff sessions or DRF tokens (tasks_app/api/metrics.py).

@@ -159,11 +159,14 @@ def publish_next(order_key: str) -> bool:
 def sweep(limit: int = 500) -> int:
     """Publish pending tasks that were never published, or whose message seems lost. Returns the count."""
     now = now_ts()
-    never = Q(dispatched_at__isnull=True, task_create_timestamp__lte=now - settings.TASKHUB_DISPATCH_GRACE_SECONDS)
+    # Measured from the last update: a retry or a move resets dispatched_at and publishes on commit
+    # itself, and the sweep must not race that publish.
+    never = Q(dispatched_at__isnull=True, task_update_timestamp__lte=now - settings.TASKHUB_DISPATCH_GRACE_SECONDS)
     stale = Q(dispatched_at__lte=now - settings.TASKHUB_REDISPATCH_SECONDS)
     rows = list(
         GlobalTask.objects.filter(never | stale, task_status=Status.PENDING)
         .exclude(node="")
+        .exclude(node__in=Node.objects.filter(transport=Node.Transport.PULL).values("name"))
         .order_by("task_create_timestamp")
         .values_list("task_id", "node", "dispatched_at")[:limit]
     )

@@ -24,3 +24,16 @@ class BodySizeLimitMiddleware:
                 status=413,
             )
         return self.get_response(request)
+
+
+class RejectNulMiddleware:
+    """A NUL character in a path or query string is never a real id or filter, and PostgreSQL
+    refuses it in text: answer 400 here instead of a 500 from the database."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "\x00" in request.path or any("\x00" in v for _, values in request.GET.lists() for v in values):
+            return JsonResponse({"success": False, "message": "NUL characters are not allowed in URLs"}, status=400)
+        return self.get_response(request)

@@ -12,12 +12,11 @@ from django.conf import settings
 from django.db import transaction
 
 from tasks_app.cluster_selectors import online_cutoff
-from tasks_app.dispatch import UNFINISHED, least_loaded, publish
+from tasks_app.dispatch import UNFINISHED, least_loaded, publish, void_attempt
 from tasks_app.models import GlobalTask, Node, now_ts
 from tasks_app.status import Verdict
 from tasks_app.transitions import StatusUpdate, task_transition
-from workers import registry
-from workers.cancel import void_attempt
+from workers import heartbeat, registry
 
 log = logging.getLogger(__name__)
 SOURCE = "scheduler: dead-node sweep"
@@ -34,22 +33,26 @@ def sweep_dead_nodes() -> int:
     )
     went = 0
     for node in silent:
-        with transaction.atomic():
-            claimed = Node.objects.filter(pk=node.pk, offline_since__isnull=True, last_heartbeat__lt=cutoff).update(
-                offline_since=datetime.now(UTC)
-            )
-            if not claimed:
-                continue  # it heartbeat meanwhile, or another sweep got it
-            went += 1
-            assert node.last_heartbeat is not None
-            reason = (
-                f"node {node.name} went offline: no heartbeat since {node.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC "
-                f"(limit {settings.TASKHUB_NODE_OFFLINE_SECONDS}s)"
-            )
-            log.warning(reason)
-            for task_id in GlobalTask.objects.filter(node=node.name, task_status__in=UNFINISHED).values_list(
-                "task_id", flat=True
-            ):
+        if heartbeat.alive(node.name):
+            # The node's own key (Redis keeps its time to live) says it is alive: the writers are
+            # only behind. Never take a live node's tasks away.
+            continue
+        claimed = Node.objects.filter(pk=node.pk, offline_since__isnull=True, last_heartbeat__lt=cutoff).update(
+            offline_since=datetime.now(UTC)
+        )
+        if not claimed:
+            continue  # it heartbeat meanwhile, or another sweep got it
+        went += 1
+        assert node.last_heartbeat is not None
+        reason = (
+            f"node {node.name} went offline: no heartbeat since {node.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC "
+            f"(limit {settings.TASKHUB_NODE_OFFLINE_SECONDS}s)"
+        )
+        log.warning(reason)
+        unfinished = GlobalTask.objects.filter(node=node.name, task_status__in=UNFINISHED).order_by("task_id")
+        for task_id in unfinished.values_list("task_id", flat=True):
+            # One transaction per task, taking only task locks, like the writers: no lock-order cycle.
+            with transaction.atomic():
                 _fail_or_move(task_id, node.name, reason)
     return went
 
@@ -60,7 +63,7 @@ def _fail_or_move(task_id: str, dead: str, reason: str) -> None:
     if task_transition(update=StatusUpdate(task_id, "failed", error, source=SOURCE)).verdict is not Verdict.APPLY:
         return
     # Should the node come back, its queued copy of this attempt must not run.
-    transaction.on_commit(lambda: void_attempt(task_id, task.attempts))
+    transaction.on_commit(lambda: void_attempt(task_id, task.attempts))  # best effort, never raises
     ttype = registry.get(task.task_type)
     others = list(ttype.participants(task.task_data)) if ttype is not None and ttype.reassignable else []
     target = least_loaded([n for n in others if n != dead])

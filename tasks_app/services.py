@@ -129,16 +129,25 @@ _EDITABLE = ("task_data", "task_type", "task_status_data")
 def task_update(*, task_id: str, changes: dict[str, Any], source: str = "") -> GlobalTask:
     """Change a task's fields. A status change goes through the transition rules (TaskConflict if refused)."""
     with transaction.atomic():
-        if not GlobalTask.objects.select_for_update().filter(pk=task_id).exists():
+        task = GlobalTask.objects.select_for_update().filter(pk=task_id).only("node", "attempts").first()
+        if task is None:
             raise TaskNotFound(task_id)
+        if task.node and ({"task_data", "task_type"} & set(changes)):
+            # Its payload was validated when it was created and is what its node will run.
+            raise TaskConflict("task_data and task_type of a task that runs on a node cannot be changed")
         if "task_status" in changes:
+            status = changes["task_status"]
             outcome = task_transition(
-                update=StatusUpdate(task_id=task_id, status=changes["task_status"], source=source)
+                update=StatusUpdate(
+                    task_id=task_id, status=status, status_data=changes.get("task_status_data"), source=source
+                )
             )
             if outcome.verdict is Verdict.REJECT:
-                raise TaskConflict(
-                    f"Cannot change task_status from {outcome.from_status!r} to {changes['task_status']!r}"
-                )
+                raise TaskConflict(f"Cannot change task_status from {outcome.from_status!r} to {status!r}")
+            if outcome.verdict is Verdict.APPLY and task.node and status == "cancelled":
+                transaction.on_commit(partial(dispatch.revoke, task_id))
+            elif outcome.verdict is Verdict.APPLY and task.node and status == "failed":
+                transaction.on_commit(partial(dispatch.void_attempt, task_id, task.attempts))
         fields = {name: changes[name] for name in _EDITABLE if name in changes}
         if fields:
             GlobalTask.objects.filter(pk=task_id).update(**fields, task_update_timestamp=now_ts())

@@ -17,6 +17,7 @@ import redis
 from django.conf import settings
 
 from tasks_app.errors import UpdateQueueUnavailable
+from tasks_app.status import is_valid_status
 from tasks_app.transitions import StatusUpdate
 
 
@@ -112,12 +113,17 @@ def _decode(stream_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:
         data = fields.get(b"data")
         if fields.get(b"kind") == b"heartbeat":
             info = json.loads(data) if data is not None else {}
-            beat = Heartbeat(node=fields[b"node"].decode(), at=float(fields[b"at"]), info=info)
-            return Entry(stream_id=sid, heartbeat=beat)
+            # Redis's clock (the entry id), not the node's: a node with a slow clock is not "dead".
+            beat = Heartbeat(node=fields[b"node"].decode(), at=int(sid.split("-")[0]) / 1000, info=info)
+            return Entry(stream_id=sid, heartbeat=beat if isinstance(info, dict) else None)
+        status = fields[b"status"].decode()
+        status_data = json.loads(data) if data is not None else None
+        if not is_valid_status(status) or not (status_data is None or isinstance(status_data, dict)):
+            raise ValueError("not a status update")
         update = StatusUpdate(
             task_id=fields[b"task_id"].decode(),
-            status=fields[b"status"].decode(),
-            status_data=json.loads(data) if data is not None else None,
+            status=status,
+            status_data=status_data,
             source=fields.get(b"source", b"").decode(),
         )
     except (KeyError, UnicodeDecodeError, ValueError):

@@ -40,6 +40,32 @@ def task_id(value: Any, field: str = "task_id") -> str:
 def json_object(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput(f"'{field}' must be a JSON object, got {_json_kind(value)}")
+    storable(value, field)
+    return value
+
+
+def storable(value: Any, field: str) -> None:
+    """Refuse what a JSON column cannot keep: NUL characters (PostgreSQL text) and NaN/Infinity
+    (not JSON at all). Caught here, at the API, rather than by the database in a writer's batch."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise InvalidInput(f"'{field}' contains a NUL character, which cannot be stored")
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise InvalidInput(f"'{field}' contains NaN or Infinity, which JSON does not allow")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def no_nul(value: str, field: str) -> str:
+    if "\x00" in value:
+        raise InvalidInput(f"'{field}' contains a NUL character")
     return value
 
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import redis
 from django.conf import settings
-from django.db import OperationalError, close_old_connections, transaction
+from django.db import DatabaseError, OperationalError, close_old_connections, transaction
 
 from tasks_app import metrics, update_stream
 from tasks_app.cluster_services import record_heartbeats
 from tasks_app.models import StreamOffset
-from tasks_app.transitions import task_transition_many
+from tasks_app.transitions import Outcome, task_transition_many
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,7 @@ def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
         entries = update_stream.read_after(shard, offset.last_id, batch_size)
         if not entries:
             return None
-        updates = [e.update for e in entries if e.update is not None]
-        outcomes = task_transition_many(updates=updates)
-        heartbeats = [e.heartbeat for e in entries if e.heartbeat is not None]
-        if heartbeats:
-            record_heartbeats(heartbeats)
+        outcomes = _apply_guarded(shard, entries)
         missing = sum(1 for o in outcomes if o.verdict is None)
         if missing:
             log.info("shard %s: %s update(s) for unknown or deleted tasks skipped", shard, missing)
@@ -69,6 +65,37 @@ def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
     result = BatchResult(shard, len(entries), len(outcomes) - missing, time.perf_counter() - started)
     metrics.observe_writer_batch(entries=result.entries, seconds=result.seconds)  # never raises
     return result
+
+
+def _apply(entries: list[update_stream.Entry]) -> list[Outcome]:
+    outcomes = task_transition_many(updates=[e.update for e in entries if e.update is not None])
+    heartbeats = [e.heartbeat for e in entries if e.heartbeat is not None]
+    if heartbeats:
+        record_heartbeats(heartbeats)
+    return outcomes
+
+
+def _apply_guarded(shard: int, entries: list[update_stream.Entry]) -> list[Outcome]:
+    """The batch in one savepoint; if the database refuses it (not an outage: bad data that got
+    past the API), entry by entry, skipping only what it refuses, so one poison entry cannot stop
+    a shard. An outage (OperationalError) still aborts the batch, to be retried whole."""
+    try:
+        with transaction.atomic():
+            return _apply(entries)
+    except OperationalError:
+        raise
+    except DatabaseError as exc:
+        log.error("shard %s: the database refused a batch (%s); applying it entry by entry", shard, exc)
+    outcomes: list[Outcome] = []
+    for entry in entries:
+        try:
+            with transaction.atomic():
+                outcomes += _apply([entry])
+        except OperationalError:
+            raise
+        except DatabaseError as exc:
+            log.error("shard %s: skipped entry %s, which the database refuses: %s", shard, entry.stream_id, exc)
+    return outcomes
 
 
 def run_once(batch_size: int | None = None) -> int:

@@ -108,7 +108,7 @@ def seed_calls(client: Client, task_id: str) -> dict[str, int]:
         "POST /task": post(client, "/task", {"task_type": "t"}).status_code,
         "GET /task": client.get(f"/task/{task_id}").status_code,
         "GET /tasks": client.get("/tasks").status_code,
-        "PUT /task": put(client, f"/task/{task_id}", {"task_data": {"a": 1}}).status_code,
+        "PUT /task": put(client, f"/task/{task_id}", {"task_status_data": {"a": 1}}).status_code,
         "POST /task_update": post(client, "/task_update", {"task_id": task_id, "status": "received"}).status_code,
         "DELETE /task": client.delete(f"/task/{task_id}").status_code,
     }

@@ -111,3 +111,10 @@ def test_health(api_client: Client, redis_stream: Any) -> None:
     resp = api_client.get("/healthz")
     assert resp.status_code == 200
     assert resp.json()["checks"]["database"] == "ok"
+
+
+def test_v1_refuses_what_cannot_be_stored(api_client: Client) -> None:
+    deep = api_client.post(URL, "[" * 100_000 + "]" * 100_000, content_type="application/json")
+    assert deep.status_code == 400
+    nul = api_client.post(URL, {"task_data": {"x": "a\x00b"}}, content_type="application/json")
+    assert nul.status_code == 400 and "task_data" in nul.json()

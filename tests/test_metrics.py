@@ -220,3 +220,12 @@ def test_private_metrics_need_staff_or_a_token(client: Client, private: None) ->
 
 def test_metrics_answer_get_only(client: Client, redis_stream: redis.Redis) -> None:
     assert client.post("/metrics").status_code == 405
+
+
+def test_a_node_token_cannot_read_private_metrics(client: Client, private: None) -> None:
+    from tasks_app.accounts import node_account_ensure, token_issue
+    from tasks_app.cluster_services import cluster_ensure, node_register
+
+    node = node_register(cluster=cluster_ensure(name="demo"), name="node1")
+    key = token_issue(user=node_account_ensure(node=node))
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Token {key}").status_code == 403

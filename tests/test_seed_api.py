@@ -279,3 +279,23 @@ def test_task_update_is_503_when_redis_cannot_take_it(client: Client, settings: 
     assert resp.status_code == 503
     assert resp.json()["success"] is False
     assert "could not be queued" in resp.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ('{"task_data": {"x": NaN}}', "Malformed JSON"),
+        ('{"task_data": {"x": Infinity}}', "Malformed JSON"),
+        ('{"task_data": {"x": "a\\u0000b"}}', "NUL"),
+        ("[" * 100_000 + "]" * 100_000, "Malformed JSON"),
+    ],
+)
+def test_bodies_no_database_can_store_are_400(client: Client, body: str, needle: str) -> None:
+    resp = client.post("/task", data=body, content_type="application/json")
+    assert resp.status_code == 400
+    assert needle in resp.json()["message"]
+
+
+def test_nul_in_the_url_is_400(client: Client) -> None:
+    assert client.get("/task/abc%00def").status_code == 400
+    assert client.get("/tasks", {"task_type": "a\x00b"}).status_code == 400

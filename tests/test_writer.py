@@ -147,3 +147,23 @@ def test_two_writers_keep_each_tasks_updates_in_order(child_env: dict[str, str],
     logs: Any = [(tmp_path / f"writer{i}.log").read_text() for i in range(2)]
     assert all(w.returncode == 0 for w in writers), logs
     _assert_every_life_complete(ids)
+
+
+@pytest.mark.django_db
+def test_entries_the_database_refuses_are_skipped_not_fatal(redis_stream: redis.Redis) -> None:
+    task, _ = task_create(task_type="t")
+    other, _ = task_create(task_type="t")
+    key = update_stream.stream_key(update_stream.shard_for(task.task_id))
+    redis_stream.xadd(key, {"task_id": task.task_id, "status": "bogus"})
+    redis_stream.xadd(key, {"task_id": task.task_id, "status": "completed", "data": "[1]"})
+    # Written by something other than our API, which refuses NUL: PostgreSQL refuses it in jsonb.
+    redis_stream.xadd(key, {"task_id": task.task_id, "status": "in_progress", "data": '{"x": "a\\u0000b"}'})
+    task_update_push(task_id=task.task_id, status="completed", task_status_data={"ok": 1})
+    task_update_push(task_id=other.task_id, status="completed")
+    while run_once():
+        pass
+    task.refresh_from_db()
+    other.refresh_from_db()
+    assert task.task_status == "completed" and task.task_status_data == {"ok": 1}
+    assert other.task_status == "completed"
+    assert update_stream.backlog() == 0

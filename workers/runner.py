@@ -7,7 +7,7 @@ from typing import Any
 from workers import node, registry
 from workers.cancel import is_cancelled, is_void
 from workers.context import RunContext
-from workers.errors import Cancelled, HandlerError
+from workers.errors import Cancelled, FanOutFailed, HandlerError, RecoverableError
 from workers.guard import RunGuard
 
 
@@ -42,8 +42,8 @@ def run_part(
     if fn is None:
         raise HandlerError(f"node {node.name()} has no {mode} handler for task type {task_type!r}")
     ctx = RunContext(task_id, task_type, node.name(), node.data_dir(), attempt, retries)
-    if mode == "part" and is_cancelled(task_id):
-        raise Cancelled(f"task {task_id} was cancelled")
+    if mode == "part" and (is_cancelled(task_id) or is_void(task_id, attempt)):
+        raise Cancelled(f"task {task_id} was cancelled, or attempt {attempt} ended")
     return _once(RunGuard(node.state_dir(), f"{ctx.run_key}.{mode}"), lambda: fn(ctx, payload))
 
 
@@ -53,11 +53,17 @@ def _once(guard: RunGuard, work: Any) -> dict[str, Any]:
         if done is not None:
             if done["ok"]:
                 return dict(done["result"])
-            raise StoredFailure(done["error"]["message"], done["error"].get("details"))
+            error = done["error"]
+            # A recoverable failure stays recoverable when a duplicate replays it; otherwise the
+            # duplicate would fail the task for good while its automatic retry is still due.
+            replay = RecoverableError if error.get("recoverable") else StoredFailure
+            raise replay(error["message"], error.get("details"))
         try:
             result = dict(work() or {})
         except Exception as exc:
-            guard.record({"ok": False, "error": {"message": str(exc), "details": getattr(exc, "details", {})}})
+            recoverable = isinstance(exc, RecoverableError) or (isinstance(exc, FanOutFailed) and exc.recoverable)
+            error = {"message": str(exc), "details": getattr(exc, "details", {}), "recoverable": recoverable}
+            guard.record({"ok": False, "error": error})
             raise
         guard.record({"ok": True, "result": result})
         return result

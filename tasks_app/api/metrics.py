@@ -17,6 +17,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from tasks_app import metrics
+from tasks_app.api.permissions import node_of
 
 
 class BearerTokenAuthentication(TokenAuthentication):
@@ -30,13 +31,15 @@ def _check(request: HttpRequest) -> int:
     if settings.TASKHUB_METRICS_PUBLIC:
         return 200
     user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_staff:
+    if user is not None and user.is_authenticated and user.is_staff and node_of(user) is None:
         return 200
     try:
         for auth in (TokenAuthentication(), BearerTokenAuthentication()):
             # DRF's authenticators read only request.META here, which a Django request has.
-            if auth.authenticate(request) is not None:  # type: ignore[arg-type]
-                return 200
+            found = auth.authenticate(request)  # type: ignore[arg-type]
+            if found is not None:
+                # A node's token is worth its own tasks only, not the whole system's numbers.
+                return 403 if node_of(found[0]) is not None else 200
     except AuthenticationFailed:
         return 401
     return 403 if user is not None and user.is_authenticated else 401

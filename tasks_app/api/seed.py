@@ -80,10 +80,16 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     if not raw:
         raise InvalidInput("Request body is empty; send a JSON object")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"Malformed JSON in request body: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidInput("Malformed JSON in request body: nested too deeply") from exc
     return validation.require_object(body)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _source(request: HttpRequest, what: str) -> str:
