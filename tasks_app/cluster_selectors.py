@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 
 from tasks_app.models import Cluster, GlobalTask, Node, Volume
@@ -62,9 +62,16 @@ def volume_get(*, cluster: Cluster, name: str) -> Volume:
 
 def node_open_tasks(*, node: Node, since: int | None = None) -> QuerySet[GlobalTask]:
     """Tasks assigned to a node that are not finished yet, oldest first (Kadalu's pull API)."""
-    qs = GlobalTask.objects.filter(
-        node=node.name, task_status__in=[Status.PENDING, Status.RECEIVED, Status.IN_PROGRESS]
-    ).order_by("task_create_timestamp", "task_id")
+    unfinished = [Status.PENDING, Status.RECEIVED, Status.IN_PROGRESS]
+    # Like the queue's dispatch: a task waits while an earlier one of its order key is unfinished.
+    waiting = GlobalTask.objects.filter(
+        order_key=OuterRef("order_key"), created_ns__lt=OuterRef("created_ns"), task_status__in=unfinished
+    ).exclude(order_key="")
+    qs = (
+        GlobalTask.objects.filter(node=node.name, task_status__in=unfinished)
+        .exclude(Q(task_status=Status.PENDING) & Exists(waiting))
+        .order_by("task_create_timestamp", "task_id")
+    )
     if since is not None:
         qs = qs.filter(task_create_timestamp__gt=since)
     return qs

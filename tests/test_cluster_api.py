@@ -172,3 +172,12 @@ def test_pull_api_marks_tasks_received_and_honours_since(api_client: Client, dem
     assert api_client.get("/api/v1/tasks/other/node1").status_code == 404
     other.refresh_from_db()
     assert other.task_status == "pending"
+
+
+def test_pull_api_keeps_dependent_tasks_in_order(api_client: Client, demo: Cluster) -> None:
+    first, _ = task_create(task_type="block_alloc", task_data={"cluster": "demo", "node": "node3", "blocks": 1})
+    second, _ = task_create(task_type="block_alloc", task_data={"cluster": "demo", "node": "node3", "blocks": 1})
+    GlobalTask.objects.filter(pk__in=[first.pk, second.pk]).update(order_key="volume:demo:v9")
+    assert [t["task_id"] for t in api_client.get("/api/v1/tasks/demo/node3").json()] == [first.task_id]
+    complete(first.task_id, {})
+    assert [t["task_id"] for t in api_client.get("/api/v1/tasks/demo/node3").json()] == [second.task_id]

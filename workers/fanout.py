@@ -35,7 +35,13 @@ def fan_out(ctx: RunContext, parts: dict[str, dict[str, Any]]) -> dict[str, dict
     failure = FanOutFailed(answers)
     ttype = registry.get(ctx.task_type)
     if ttype is not None and ttype.compensate is not None and (ctx.final or not failure.recoverable):
-        done = {node: parts[node] for node, a in answers.items() if a["ok"]}
+        # Nodes that succeeded, and nodes that did not answer in time: their part may still run
+        # later, and its undoing queues behind it on the same node.
+        done = {
+            node: parts[node]
+            for node, a in answers.items()
+            if a["ok"] or a.get("error", {}).get("type") == "Timeout"
+        }
         if done:
             failure = FanOutFailed(answers, rolled_back=gather(ctx, done, mode="compensate"))
     raise failure
