@@ -1,0 +1,45 @@
+"""(d)'s baseline: a bare Celery app with one task that INCRs a Redis counter, nothing else.
+
+Run by the bench as `python -m celery -A bench.bare_celery worker -Q bench.bare --pool threads
+--concurrency 4`, the pool and concurrency of `manage.py run_node`. The broker is the bench's Redis
+(CELERY_BROKER_URL, as for taskhub's own workers), and the app takes the broker settings taskhub's
+app runs with (JSON, no results, late acknowledgement, prefetch 1, the same visibility timeout),
+so the two differ only in what taskhub does around the message. No Django here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+from celery import Celery
+
+BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/14"
+QUEUE = "bench.bare"
+TASK = "bench.bare.noop"
+# Under the bench's key prefix (config.STREAM_PREFIX's parent), deleted by the bench afterwards.
+COUNTER = "taskhub-bench:bare:done"
+
+# set_as_current=False: the bench process also holds taskhub's app, which dispatch.publish finds
+# as celery.current_app; this app must not take its place.
+app = Celery("bench_bare", broker=BROKER_URL, set_as_current=False)
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_transport_options={"visibility_timeout": int(os.environ.get("TASKHUB_REDELIVERY_SECONDS") or 60)},
+    task_default_queue=QUEUE,
+    broker_connection_retry_on_startup=True,
+)
+
+_counter = redis.Redis.from_url(BROKER_URL)
+
+
+@app.task(name=TASK)
+def noop(**kwargs: Any) -> None:
+    """Takes the same keyword arguments taskhub.execute does, and only counts itself done."""
+    _counter.incr(COUNTER)
