@@ -31,7 +31,7 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    broker_transport_options={"visibility_timeout": int(os.environ.get("TASKHUB_REDELIVERY_SECONDS") or 60)},
+    broker_transport_options={"visibility_timeout": int(os.environ.get("TASKHUB_REDELIVERY_SECONDS") or 3600)},
     task_default_queue=QUEUE,
     broker_connection_retry_on_startup=True,
 )

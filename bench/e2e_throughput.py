@@ -213,8 +213,12 @@ class Section:
 
     def start(self) -> None:
         cfg = self.cfg
+        from django.conf import settings
+
         env = child_env(cfg)
         env["TASKHUB_VAR_DIR"] = str(self.work / "var")  # nothing of the bench lands in the project's var/
+        # The bare app's visibility timeout follows taskhub's (bench.bare_celery reads it from here).
+        env["TASKHUB_REDELIVERY_SECONDS"] = str(settings.TASKHUB_REDELIVERY_SECONDS)
         manage = str(ROOT / "manage.py")
         self.writer, self.writer_log = spawn("e2e-writer", [PYTHON, manage, "run_writer"], dict(env, LOG_LEVEL="INFO"))
         node_argv = [
