@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from django.db import transaction
 
-from tasks_app.models import Cluster, Node
+from tasks_app.models import Cluster, GlobalTask, Node
 from tasks_app.update_stream import Heartbeat
 
 
@@ -49,8 +49,9 @@ def record_heartbeats(beats: Sequence[Heartbeat]) -> None:
         Node.objects.filter(name=name).update(**fields)
 
 
-def node_pull_tasks(*, node: Node, since: int | None = None) -> list[str]:
-    """Kadalu's pull: the node's unfinished tasks; the pending ones become received as they are fetched."""
+def node_pull_tasks(*, node: Node, since: int | None = None) -> list[GlobalTask]:
+    """Kadalu's pull: the node's unfinished tasks, oldest first; the pending ones become received as
+    they are fetched (the rows returned show that)."""
     from tasks_app.cluster_selectors import node_open_tasks
     from tasks_app.transitions import StatusUpdate, task_transition_many
 
@@ -59,4 +60,4 @@ def node_pull_tasks(*, node: Node, since: int | None = None) -> list[str]:
         task_transition_many(
             updates=[StatusUpdate(task_id=i, status="received", source=f"pull:{node.name}") for i in ids]
         )
-    return ids
+    return list(GlobalTask.objects.filter(pk__in=ids).order_by("task_create_timestamp", "task_id"))

@@ -12,8 +12,9 @@ from django.conf import settings
 from django.db import transaction
 
 from tasks_app.cluster_selectors import online_cutoff
-from tasks_app.dispatch import UNFINISHED, least_loaded, publish, void_attempt
-from tasks_app.models import GlobalTask, Node, now_ts
+from tasks_app.dispatch import UNFINISHED, least_loaded, void_attempt
+from tasks_app.models import GlobalTask, Node
+from tasks_app.services import task_retry
 from tasks_app.status import Verdict
 from tasks_app.transitions import StatusUpdate, task_transition
 from workers import heartbeat, registry
@@ -62,20 +63,14 @@ def _fail_or_move(task_id: str, dead: str, reason: str) -> None:
     error = {"error": {"type": "NodeOffline", "message": reason, "node": dead}}
     if task_transition(update=StatusUpdate(task_id, "failed", error, source=SOURCE)).verdict is not Verdict.APPLY:
         return
-    # Should the node come back, its queued copy of this attempt must not run.
-    transaction.on_commit(lambda: void_attempt(task_id, task.attempts))  # best effort, never raises
     ttype = registry.get(task.task_type)
     others = list(ttype.participants(task.task_data)) if ttype is not None and ttype.reassignable else []
     target = least_loaded([n for n in others if n != dead])
-    if not target:
-        return
-    # Moved: a new attempt on a live participant, through the one transition function (failed -> pending).
-    task_transition(update=StatusUpdate(task_id, "pending", retry=True, source=SOURCE))
-    GlobalTask.objects.filter(pk=task_id).update(
-        node=target,
-        attempts=task.attempts + 1,
-        dispatched_at=None,
-        task_status_data={"reassigned": {"from": dead, "to": target, "reason": reason}},
-        task_update_timestamp=now_ts(),
-    )
-    transaction.on_commit(lambda: publish(task_id))
+    if target:
+        # Moved: the retry service gives it a new attempt on a live participant (it also voids the
+        # dead node's attempt and publishes after commit).
+        note = {"reassigned": {"from": dead, "to": target, "reason": reason}}
+        task_retry(task_id=task_id, source=SOURCE, node=target, note=note)
+    else:
+        # Should the node come back, its queued copy of this attempt must not run.
+        transaction.on_commit(lambda: void_attempt(task_id, task.attempts))  # best effort, never raises

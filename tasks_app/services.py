@@ -172,8 +172,13 @@ def task_update_push(
     return update_stream.push(StatusUpdate(task_id=task_id, status=status, status_data=task_status_data, source=source))
 
 
-def task_retry(*, task_id: str, source: str = "") -> GlobalTask:
-    """Re-trigger a failed task: same task_id, a new attempt, history kept; published after commit."""
+def task_retry(
+    *, task_id: str, source: str = "", node: str | None = None, note: dict[str, Any] | None = None
+) -> GlobalTask:
+    """Re-trigger a failed task: same task_id, a new attempt, history kept; published after commit.
+
+    `node` moves the new attempt to another node (the dead-node sweep); `note` replaces the default
+    task_status_data, which keeps the failed attempt's data under "previous_attempt"."""
     with transaction.atomic():
         task = GlobalTask.objects.select_for_update().filter(pk=task_id).first()
         if task is None:
@@ -183,9 +188,10 @@ def task_retry(*, task_id: str, source: str = "") -> GlobalTask:
             raise TaskConflict(f"Only a failed task can be retried; task {task_id!r} is {outcome.from_status}")
         previous = task.task_status_data or {}
         GlobalTask.objects.filter(pk=task_id).update(
+            node=node or task.node,
             attempts=task.attempts + 1,
             dispatched_at=None,
-            task_status_data={"previous_attempt": {"attempt": task.attempts, **previous}},
+            task_status_data=note if note is not None else {"previous_attempt": {"attempt": task.attempts, **previous}},
             task_update_timestamp=now_ts(),
         )
         if task.node:

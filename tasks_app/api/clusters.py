@@ -23,7 +23,7 @@ from tasks_app.api.cluster_serializers import (
 from tasks_app.api.permissions import NodePullAccess
 from tasks_app.api.serializers import TaskSerializer
 from tasks_app.api.v1 import request_source
-from tasks_app.models import Cluster, GlobalTask, Node, Volume
+from tasks_app.models import Cluster, Node
 
 
 class ClusterViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Cluster]):
@@ -132,9 +132,8 @@ class NodeTasksView(APIView):
             since = int(since_raw) if since_raw else None
         except ValueError as exc:
             raise ValidationError({"since": "must be an integer (epoch seconds)"}) from exc
-        ids = cluster_services.node_pull_tasks(node=node_obj, since=since)
-        tasks = GlobalTask.objects.filter(pk__in=ids).order_by("task_create_timestamp", "task_id")
+        tasks = cluster_services.node_pull_tasks(node=node_obj, since=since)
         return Response(TaskSerializer(tasks, many=True, context={"request": request}).data)
 
 
-__all__ = ["ClusterViewSet", "NodeTasksView", "NodeViewSet", "Volume", "VolumeViewSet"]
+__all__ = ["ClusterViewSet", "NodeTasksView", "NodeViewSet", "VolumeViewSet"]
