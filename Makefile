@@ -32,6 +32,7 @@ run: install
 test: install-dev
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m mypy .
+	$(BIN)/lint-imports
 	bash scripts/test.sh
 
 lint: install-dev

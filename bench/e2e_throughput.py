@@ -111,7 +111,7 @@ _PIDBOX = ("_kombu.binding.celery.pidbox", "_kombu.binding.reply.celery.pidbox",
 
 
 def _queue_keys() -> list[str]:
-    from workers.queues import node_queue
+    from workers.protocol.queues import node_queue
 
     queues = (node_queue(NODE), bare_celery.QUEUE)
     return [*queues, *(f"_kombu.binding.{q}" for q in queues), bare_celery.COUNTER]
@@ -156,10 +156,10 @@ class StreamTap(threading.Thread):
 
     def __init__(self, redis_url: str) -> None:
         super().__init__(name="bench-stream-tap", daemon=True)
-        from tasks_app import update_stream
+        from workers.protocol import keys
 
         self._client = redis.Redis.from_url(redis_url, socket_timeout=5)
-        self._last: dict[Any, Any] = {update_stream.stream_key(s): "$" for s in range(update_stream.shard_count())}
+        self._last: dict[Any, Any] = {keys.stream_key(s): "$" for s in range(keys.shard_count())}
         self._stopping = threading.Event()
         self.seen: dict[tuple[str, str], int] = {}
 
@@ -192,7 +192,7 @@ class Section:
     """The writer, the node worker and the bare Celery worker, started once for all of (d)."""
 
     def __init__(self, cfg: Config) -> None:
-        from tasks_app.cluster_services import cluster_ensure, node_register
+        from tasks_app.fleet.services import cluster_ensure, node_register
 
         self.cfg = cfg
         self.work = LOG_DIR / "e2e"
@@ -263,7 +263,7 @@ class Section:
                 raise RuntimeError(f"{name} exited ({proc.returncode}): {log.read_text()[-2000:]}")
 
     def _wait_started(self) -> None:
-        from workers.heartbeat import alive
+        from workers.node.heartbeat import alive
 
         deadline = time.monotonic() + 60
         while "writer started" not in self.writer_log.read_text() or not alive(NODE):
@@ -364,8 +364,8 @@ class Section:
         return int(row[0]) if row else 0
 
     def _backlog(self) -> str:
-        from tasks_app import update_stream
-        from workers.queues import node_queue
+        from tasks_app.tasks import stream as update_stream
+        from workers.protocol.queues import node_queue
 
         return (
             f"{self.redis.llen(node_queue(NODE)):,} in {node_queue(NODE)} and {update_stream.backlog():,} in the stream"
@@ -406,7 +406,7 @@ class Section:
         """Tasks created one at a time, at cfg.e2e_rate a second, on this thread."""
         from django.conf import settings
 
-        from tasks_app.services import task_create
+        from tasks_app.tasks.services import task_create
 
         self._delete_rows()
         tap = StreamTap(settings.REDIS_URL)
@@ -419,7 +419,7 @@ class Section:
                 delay = started + i * interval - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-                task, _ = task_create(task_type=TASK_TYPE, task_data={"node": NODE}, source=SOURCE)
+                task, _ = task_create(task_type=TASK_TYPE, task_data={"node": NODE}, execute=True, source=SOURCE)
                 ids.append(task.task_id)
             offered = n / (time.perf_counter() - started) if n > 1 else 0.0
             deadline = time.perf_counter() + self.cfg.e2e_max_s
@@ -484,10 +484,10 @@ def _reset_offsets() -> None:
 
 
 def _create_tasks(count: int) -> None:
-    from tasks_app.services import task_create
+    from tasks_app.tasks.services import task_create
 
     for _ in range(count):
-        task_create(task_type=TASK_TYPE, task_data={"node": NODE}, source=SOURCE)
+        task_create(task_type=TASK_TYPE, task_data={"node": NODE}, execute=True, source=SOURCE)
 
 
 def _send_bare(count: int) -> None:

@@ -60,7 +60,7 @@ def in_process(cfg: Config) -> Latency:
     """The same query through selectors.task_list_page, in this process (no HTTP, no JSON)."""
     from django.conf import settings
 
-    from tasks_app.selectors import task_list_page
+    from tasks_app.tasks.selectors import task_list_page
 
     pairs = _pairs(cfg)
     timings: list[float] = []
@@ -82,7 +82,7 @@ def explain(cfg: Config) -> str:
     from django.conf import settings
     from django.db import connection
 
-    from tasks_app.selectors import task_filter
+    from tasks_app.tasks.selectors import task_filter
 
     task_type, status = _pairs(cfg)[0]
     qs = task_filter(task_type=task_type, task_status=status).order_by("task_create_timestamp", "task_id")

@@ -47,9 +47,9 @@ def spread(runs: list[Throughput]) -> str:
 
 
 def redis_client() -> redis.Redis:
-    from tasks_app import update_stream
+    from workers.protocol.connection import client
 
-    return update_stream.client()
+    return client()
 
 
 def delete_stream_keys() -> None:
@@ -62,7 +62,7 @@ def delete_stream_keys() -> None:
 
 def _reset_offsets() -> None:
     from tasks_app.models import StreamOffset
-    from tasks_app.writer import ensure_offsets
+    from tasks_app.tasks.writer import ensure_offsets
 
     delete_stream_keys()
     StreamOffset.objects.all().delete()
@@ -93,8 +93,8 @@ def _create_tasks(task_type: str, count: int) -> list[str]:
 
 
 def _push_all(task_ids: list[str]) -> int:
-    """XADD every update, pipelined; same fields as update_stream.push() writes."""
-    from tasks_app import update_stream
+    """XADD every update, pipelined; same fields as the API's push writes (workers/protocol/messages.py)."""
+    from workers.protocol import keys as update_stream
 
     pipe: Any = redis_client().pipeline(transaction=False)
     n = 0
@@ -131,8 +131,9 @@ def _check(task_type: str, expected_tasks: int, expect_history: bool) -> str:
 
 
 def batched_in_process(cfg: Config) -> Throughput:
-    """tasks_app.writer.run_once() in a loop until the backlog is 0 (TASKHUB_WRITER_BATCH per shard)."""
-    from tasks_app import update_stream, writer
+    """tasks_app.tasks.writer.run_once() in a loop until the backlog is 0 (TASKHUB_WRITER_BATCH per shard)."""
+    from tasks_app.tasks import stream as update_stream
+    from tasks_app.tasks import writer
 
     _reset_offsets()
     task_type = "bench_writer_batched"
@@ -156,14 +157,15 @@ def one_update_per_message(cfg: Config) -> Throughput:
     """
     from django.db import connection
 
-    from tasks_app import update_stream
     from tasks_app.models import now_ts
+    from tasks_app.tasks import stream as update_stream
+    from workers.protocol import keys
 
     _reset_offsets()
     task_type = "bench_writer_baseline"
     ids = _create_tasks(task_type, cfg.writer_tasks)
     _push_all(ids)
-    last = dict.fromkeys(range(update_stream.shard_count()), "0-0")
+    last = dict.fromkeys(range(keys.shard_count()), "0-0")
     sql = (
         "UPDATE global_task SET task_status = %s, task_status_data = %s::jsonb, task_update_timestamp = %s "
         "WHERE task_id = %s"
@@ -210,7 +212,7 @@ def writer_process(cfg: Config, count: int = 1) -> Throughput:
     shards) until every writer has started up; releasing them starts the clock. A writer polls
     every 50 ms while it waits, so up to 50 ms of idle time may fall inside the measurement.
     """
-    from tasks_app import update_stream
+    from tasks_app.tasks import stream as update_stream
 
     _reset_offsets()
     task_type = f"bench_writer_process{count}"

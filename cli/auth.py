@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import typer
 
 from cli import config
-from cli.client import TOKEN_ENV, Api
+from cli.client import TOKEN_ENV, Api, normalize_url
 from cli.common import UrlOption, server_url
 from cli.errors import ApiError, UsageProblem
 
@@ -37,10 +37,32 @@ def login(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin (for scripts).")
     ] = False,
+    token_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--token-stdin", help="Save an API token you already have, read from stdin, instead of logging in."
+        ),
+    ] = False,
+    keep_other: Annotated[
+        bool,
+        typer.Option("--keep-other", help="Leave a saved login for another server alone (exit 0 without saving)."),
+    ] = False,
     url: UrlOption = None,
 ) -> None:
     """Log in with a user name and password; the API token is saved for the commands that follow."""
     base = server_url(ctx, url)
+    if keep_other:
+        saved = config.load()
+        if saved is not None and normalize_url(saved.url) != normalize_url(base):
+            typer.echo(f"{config.config_path()} is for {saved.url}; left alone.")
+            return
+    if token_stdin:
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise UsageProblem("--token-stdin: no token on stdin")
+        path = config.save(url=normalize_url(base), token=token)
+        typer.echo(f"Logged in to {normalize_url(base)}; the token is saved in {path}.")
+        return
     if username is None:
         username = typer.prompt("Username")
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else typer.prompt("Password", hide_input=True)

@@ -25,6 +25,7 @@ STATUS_STYLES = {
     "pending": "yellow",
     "received": "cyan",
     "in_progress": "blue",
+    "cancelling": "magenta",
     "completed": "green",
     "failed": "bold red",
     "cancelled": "magenta",

@@ -22,11 +22,12 @@ TASKS_PATH = "/api/v1/tasks/"
 
 
 class TaskStatus(str, Enum):
-    """The API's task statuses (tasks_app.status.Status; the CLI does not import the server)."""
+    """The API's task statuses (workers/protocol/status.py; the CLI imports neither side)."""
 
     pending = "pending"
     received = "received"
     in_progress = "in_progress"
+    cancelling = "cancelling"
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
@@ -137,6 +138,10 @@ def create_task(
     ],
     data: Annotated[str, typer.Option("--data", "-d", help="task_data, a JSON object.")] = "{}",
     node: Annotated[str | None, typer.Option("--node", "-n", help="Run on this node (executable types).")] = None,
+    track: Annotated[
+        bool,
+        typer.Option("--track", help="Store a tracked record that you drive, even if the type is executable."),
+    ] = False,
     task_id: Annotated[
         str | None, typer.Option("--id", help="Choose the task id: repeating the same create is then safe.")
     ] = None,
@@ -145,10 +150,12 @@ def create_task(
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a task (POST /api/v1/tasks/)."""
+    """Create a task (POST /api/v1/tasks/): an executable type runs on a node, any other is a tracked record."""
     body: dict[str, Any] = {"task_type": task_type, "task_data": parse_object(data)}
     if node:
         body["node"] = node
+    if track:
+        body["execute"] = False
     if task_id:
         body["task_id"] = task_id
     with open_api(ctx, url) as api:
@@ -207,7 +214,7 @@ def retry_task(
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-trigger a failed task: same id, a new attempt, its history kept."""
+    """Re-trigger a failed or cancelled task: same id, a new attempt (a new run), its history kept."""
     _act(ctx, task_id, "retry", url=url, watch=watch, timeout=timeout, as_json=as_json)
 
 
@@ -215,8 +222,11 @@ def retry_task(
 def cancel_task(
     ctx: typer.Context,
     task_id: Annotated[str, typer.Argument(help="The task's id.", show_default=False)],
+    watch: WatchOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel an unfinished task: a pending one never starts, a running one is stopped on its node."""
-    _act(ctx, task_id, "cancel", url=url, watch=False, timeout=0, as_json=as_json)
+    """Cancel an unfinished task: one not started never starts; a running one is cancelling until its node
+    stops and undoes what it did (--watch waits for that)."""
+    _act(ctx, task_id, "cancel", url=url, watch=watch, timeout=timeout, as_json=as_json)

@@ -72,8 +72,19 @@ def start_private_redis(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     # Append-only file on: updates accepted by the API must survive a restart of this Redis.
     popen = subprocess.Popen(
-        [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-         "--appendonly", "yes", "--save", ""],
+        [
+            redis_server_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ],
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )

@@ -1,27 +1,23 @@
-"""Settings for taskhub. Every knob comes from the environment (django-environ); defaults suit a laptop."""
+"""Settings of the server processes: web, writers, the scheduler, management commands. The shared
+part (Redis, execution, Celery, logging) is taskhub/settings_shared.py; a node worker uses
+taskhub/settings_node.py instead, which has no database."""
 
 import ipaddress
 import os
 from pathlib import Path
 
-import django_stubs_ext
-import environ
 from django.core.exceptions import ImproperlyConfigured
 
-# Lets admin/DRF classes take type parameters (ModelAdmin[GlobalTask]) at run time.
-django_stubs_ext.monkeypatch()
+from taskhub.settings_shared import *  # noqa: F403
+from taskhub.settings_shared import (
+    BASE_DIR,
+    DEBUG,
+    DEV_SECRET_KEY,
+    SECRET_KEY,
+    VAR_DIR,
+    env,
+)
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-# Local state (the SQLite file, static files, the dev admin password) lives here.
-VAR_DIR = Path(os.environ.get("TASKHUB_VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
-
-env = environ.Env()
-
-DEBUG = env.bool("DEBUG", default=False)
-# The default key is only good for a laptop; production sets SECRET_KEY (see README).
-DEV_SECRET_KEY = "insecure-dev-only-taskhub-key-set-SECRET_KEY-in-production"  # noqa: S105  # public on purpose
-SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -57,7 +53,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_results",
     "tasks_app",
-    "workers",
 ]
 
 MIDDLEWARE = [
@@ -110,19 +105,12 @@ else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = True
-USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "static"))
@@ -134,12 +122,16 @@ STORAGES = {
 # Without collectstatic (tests, a first runserver) whitenoise still finds app static files.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 
-# --- Redis, the update stream and the writer ---------------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
-# Updates are spread over shards by task_id; one writer at a time owns a shard, which is what
-# keeps one task's updates in the order they were sent. Change only while the stream is drained.
-TASKHUB_STREAM_PREFIX = env.str("TASKHUB_STREAM_PREFIX", default="taskhub:updates")
-TASKHUB_STREAM_SHARDS = env.int("TASKHUB_STREAM_SHARDS", default=8)
+# --- Dispatch and the writer ----------------------------------------------------------------------
+# How each type picks its node: "first" participant (Kadalu's rule, the default), "least_loaded"
+# online participant, or "explicit" (the request must name it): "volume_create=least_loaded,...".
+TASKHUB_ASSIGNMENT = dict(p.split("=", 1) for p in env.list("TASKHUB_ASSIGNMENT", default=[]) if "=" in p)
+# The sweep publishes tasks that committed but were never published after this many seconds ...
+TASKHUB_DISPATCH_GRACE_SECONDS = env.int("TASKHUB_DISPATCH_GRACE_SECONDS", default=5)
+# ... and publishes again a task still pending this long after its publish, if its queue is empty.
+TASKHUB_REDISPATCH_SECONDS = env.int("TASKHUB_REDISPATCH_SECONDS", default=120)
+TASKHUB_SWEEP_SECONDS = env.float("TASKHUB_SWEEP_SECONDS", default=5.0)
+
 TASKHUB_WRITER_BATCH = env.int("TASKHUB_WRITER_BATCH", default=1000)
 TASKHUB_WRITER_BLOCK_MS = env.int("TASKHUB_WRITER_BLOCK_MS", default=1000)
 
@@ -202,40 +194,6 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# --- Nodes and execution -------------------------------------------------------------------------
-# Set by `manage.py run_node <name>` for a node worker; empty everywhere else.
-TASKHUB_NODE_NAME = env.str("TASKHUB_NODE_NAME", default="")
-TASKHUB_NODE_DATA_DIR = env.str("TASKHUB_NODE_DATA_DIR", default="")
-TASKHUB_NODE_CAPACITY_BLOCKS = env.int("TASKHUB_NODE_CAPACITY_BLOCKS", default=1024)
-TASKHUB_HEARTBEAT_SECONDS = env.float("TASKHUB_HEARTBEAT_SECONDS", default=5.0)
-# A node whose last heartbeat is older than this is offline (and fails fan-out at once).
-TASKHUB_NODE_OFFLINE_SECONDS = env.int("TASKHUB_NODE_OFFLINE_SECONDS", default=20)
-# How long an initiator waits for the other participants' answers.
-TASKHUB_FANOUT_TIMEOUT = env.float("TASKHUB_FANOUT_TIMEOUT", default=30.0)
-# How long a node keeps retrying to report a status through a Redis outage.
-TASKHUB_REPORT_RETRY_SECONDS = env.float("TASKHUB_REPORT_RETRY_SECONDS", default=300.0)
-# Extra modules that register task types (workers.registry), e.g. "myorg.taskhub_handlers".
-TASKHUB_HANDLER_MODULES = env.list("TASKHUB_HANDLER_MODULES", default=[])
-# The sweep publishes tasks that committed but were never published after this many seconds ...
-TASKHUB_DISPATCH_GRACE_SECONDS = env.int("TASKHUB_DISPATCH_GRACE_SECONDS", default=5)
-# ... and publishes again a task still pending this long after its publish, if its queue is empty.
-TASKHUB_REDISPATCH_SECONDS = env.int("TASKHUB_REDISPATCH_SECONDS", default=120)
-TASKHUB_SWEEP_SECONDS = env.float("TASKHUB_SWEEP_SECONDS", default=5.0)
-# Automatic retries of recoverable errors: per-type limits ("volume_create=5,block_alloc=0"; the
-# default is the type's own, 3 for the built-ins) and the exponential backoff between tries.
-TASKHUB_RETRY_LIMITS = {
-    k: int(v) for k, v in (p.split("=", 1) for p in env.list("TASKHUB_RETRY_LIMITS", default=[]) if "=" in p)
-}
-TASKHUB_RETRY_BACKOFF_SECONDS = env.float("TASKHUB_RETRY_BACKOFF_SECONDS", default=2.0)
-TASKHUB_RETRY_BACKOFF_MAX_SECONDS = env.float("TASKHUB_RETRY_BACKOFF_MAX_SECONDS", default=60.0)
-# How each type picks its node: "first" participant (Kadalu's rule, the default), "least_loaded"
-# online participant, or "explicit" (the request must name it): "volume_create=least_loaded,...".
-TASKHUB_ASSIGNMENT = dict(p.split("=", 1) for p in env.list("TASKHUB_ASSIGNMENT", default=[]) if "=" in p)
-# An unacknowledged message goes back to its queue after this many seconds, whether or not its
-# worker is alive: keep it above the longest handler plus the longest backoff. A node worker that
-# restarts after a crash takes its unacknowledged messages back at once (workers.redelivery).
-TASKHUB_REDELIVERY_SECONDS = env.int("TASKHUB_REDELIVERY_SECONDS", default=3600)
-
 # --- Operations: metrics, retention (README "Operating it") --------------------------------------
 # /metrics answers anyone when true; when false, only staff sessions or DRF tokens (tasks_app/api/metrics.py).
 TASKHUB_METRICS_PUBLIC = env.bool("TASKHUB_METRICS_PUBLIC", default=True)
@@ -249,34 +207,14 @@ TASKHUB_RETENTION_EVERY_SECONDS = env.float("TASKHUB_RETENTION_EVERY_SECONDS", d
 # If set, each purged task (with its history) is appended as a JSON line to <dir>/tasks-YYYY-MM-DD.jsonl first.
 TASKHUB_ARCHIVE_DIR = env.str("TASKHUB_ARCHIVE_DIR", default="")
 
-# --- Celery --------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
-# Node workers have no database; they report through the update stream, not a result backend.
-CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
-CELERY_TASK_IGNORE_RESULT = True
-# The one router: every queue decision is in workers/routing.py.
-CELERY_TASK_ROUTES = ("workers.routing.route_task",)
-CELERY_TASK_DEFAULT_QUEUE = "taskhub.server"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TASKHUB_REDELIVERY_SECONDS}
-# A few messages per worker slot. With 1, Celery's threads pool on Redis stops fetching while all
-# slots are busy and wakes late (celery/celery#6941): make bench measured 46 vs 185 noop tasks/s.
-# Messages a killed worker had prefetched are requeued when it restarts (workers.redelivery).
-CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
-CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# The server's Celery tasks: the scheduler's sweeps (node work is published by name, never imported).
+CELERY_IMPORTS = ("tasks_app.ops.scheduled",)
 CELERY_BEAT_SCHEDULE = {
     "sweep-undelivered": {"task": "taskhub.sweep_undelivered", "schedule": TASKHUB_SWEEP_SECONDS},
     "purge-finished": {"task": "taskhub.purge_finished", "schedule": TASKHUB_RETENTION_EVERY_SECONDS},
     "sweep-dead-nodes": {"task": "taskhub.sweep_dead_nodes", "schedule": TASKHUB_SWEEP_SECONDS},
 }
-CELERY_TASK_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# Modules that register task types' server halves (tasks_app/families/): create-time checks and
+# completion hooks, e.g. "myorg.taskhub_types_server". Loaded by server processes only.
+TASKHUB_SERVER_MODULES = env.list("TASKHUB_SERVER_MODULES", default=[])

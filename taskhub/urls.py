@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from tasks_app.api.metrics import metrics_view
-from tasks_app.dashboard_views import dashboard
+from tasks_app.ops.dashboard_views import dashboard
 
 urlpatterns = [
     # Before admin.site.urls; admin_view: staff only, others go to the admin login.

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from tasks_app import services
-from tasks_app.cluster_selectors import node_is_online
 from tasks_app.errors import TaskhubError
+from tasks_app.fleet.selectors import node_is_online
 from tasks_app.models import BlockAllocation, Cluster, GlobalTask, Node, StorageUnit, TaskStatusChange, Vdag, Volume
-from tasks_app.status import Verdict, judge
+from tasks_app.tasks import dispatch, services
+from tasks_app.tasks.models import new_task_id
+from workers.protocol.status import Status, Verdict, judge, judge_initial
 
 
 class GlobalTaskForm(forms.ModelForm[GlobalTask]):
+    # On the add form only: a tracked record (the default) or work for a node (tasks_app/tasks/services.py).
+    execute = forms.BooleanField(
+        required=False, help_text="Run it on a node (its type must be executable); otherwise it is a tracked record."
+    )
+    node = forms.CharField(required=False, help_text="With execute: the node to run on (default: the type's rule).")
+
     class Meta:
         model = GlobalTask
         fields = ["task_type", "task_status", "task_data", "task_status_data"]
@@ -24,9 +32,31 @@ class GlobalTaskForm(forms.ModelForm[GlobalTask]):
         # Say no on the form, with the reason, rather than after "saved successfully".
         # services.task_update checks again under a row lock, for a change racing this one.
         target = str(self.cleaned_data["task_status"])
+        if target == Status.CANCELLING:
+            raise forms.ValidationError("'cancelling' is set by a cancel (the Cancel action), not written")
         if self.instance.pk and judge(self.instance.task_status, target) is Verdict.REJECT:
             raise forms.ValidationError(f"Cannot change task_status from {self.instance.task_status!r} to {target!r}")
         return target
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.instance.pk or not data.get("execute"):
+            if data.get("node") and not self.instance.pk:
+                self.add_error("node", "Only an executed task runs on a node: tick execute.")
+            return data
+        # An executed task: the same checks its create runs (services.task_create runs them again).
+        if judge_initial(str(data.get("task_status", "pending")), executed=True) is Verdict.REJECT:
+            self.add_error("task_status", "An executed task starts pending; its node reports the rest.")
+        try:
+            dispatch.prepare(
+                task_type=str(data.get("task_type", "")),
+                task_data=dict(data.get("task_data") or {}),
+                node=data.get("node") or None,
+                task_id=new_task_id(),
+            )
+        except TaskhubError as exc:
+            raise forms.ValidationError(exc.message) from exc
+        return data
 
 
 class TaskStatusChangeInline(admin.TabularInline[TaskStatusChange, GlobalTask]):
@@ -47,10 +77,11 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
     list_display = ["task_id", "task_type", "task_status", "node", "task_create_timestamp", "task_update_timestamp"]
     list_filter = ["task_type", "task_status", "node"]
     search_fields = ["task_id"]
-    readonly_fields = ["task_id", "node", "attempts", "task_create_timestamp", "task_update_timestamp"]
+    readonly_fields = ["task_id", "node", "run_id", "attempts", "task_create_timestamp", "task_update_timestamp"]
     fields = [
         "task_id",
         "node",
+        "run_id",
         "attempts",
         "task_type",
         "task_status",
@@ -64,25 +95,36 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
     actions = ["retry_tasks", "cancel_tasks"]
     show_full_result_count = False  # COUNT(*) on millions of rows on every list page is slow
 
-    @admin.action(description="Retry selected failed tasks")
+    @admin.action(description="Retry selected failed or cancelled tasks")
     def retry_tasks(self, request: HttpRequest, queryset: Any) -> None:
-        self._each(request, queryset, services.task_retry, "retried")
+        self._each(request, queryset, services.task_retry, {"pending": "retried"})
 
     @admin.action(description="Cancel selected unfinished tasks")
     def cancel_tasks(self, request: HttpRequest, queryset: Any) -> None:
-        self._each(request, queryset, services.task_cancel, "cancelled")
+        said = {"cancelled": "cancelled", "cancelling": "cancelling until their node stops"}
+        self._each(request, queryset, services.task_cancel, said)
 
-    def _each(self, request: HttpRequest, queryset: Any, service: Any, done: str) -> None:
+    def _each(self, request: HttpRequest, queryset: Any, service: Any, said: dict[str, str]) -> None:
+        """Run the service on each selected task; one message per outcome (by the status it left the task in)."""
         source = f"admin by {request.user.get_username()}"
-        ok = 0
+        done: Counter[str] = Counter()
         for task_id in queryset.values_list("task_id", flat=True):
             try:
-                service(task_id=task_id, source=source)
-                ok += 1
+                task = service(task_id=task_id, source=source)
+                done[said.get(task.task_status, task.task_status)] += 1
             except TaskhubError as exc:
                 messages.warning(request, exc.message)
-        if ok:
-            messages.success(request, f"{ok} task(s) {done}.")
+        for what, count in done.items():
+            messages.success(request, f"{count} task(s) {what}.")
+
+    _ADD_FIELDS = ("task_type", "task_status", "task_data", "task_status_data", "execute", "node")
+
+    def get_fields(self, request: HttpRequest, obj: GlobalTask | None = None) -> Any:
+        # The add form: "node" there is the node to run on, not the read-only column.
+        return list(self._ADD_FIELDS) if obj is None else super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: GlobalTask | None = None) -> Any:
+        return [] if obj is None else super().get_readonly_fields(request, obj)
 
     def save_model(self, request: HttpRequest, obj: GlobalTask, form: Any, change: bool) -> None:
         source = f"admin by {request.user.get_username()}"
@@ -92,6 +134,8 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
                 task_data=obj.task_data,
                 task_status=obj.task_status,
                 task_status_data=obj.task_status_data,
+                execute=bool(form.cleaned_data.get("execute")),
+                node=form.cleaned_data.get("node") or None,
                 source=source,
             )
             obj.pk = task.pk
@@ -103,7 +147,6 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
             services.task_update(task_id=obj.task_id, changes=changes, source=source)
         except TaskhubError as exc:
             messages.error(request, exc.message)
-
 
 
 class StorageUnitInline(admin.TabularInline[StorageUnit, Volume]):

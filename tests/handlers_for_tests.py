@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from workers.context import RunContext
-from workers.errors import PayloadError, RecoverableError
-from workers.handlers import payload
-from workers.registry import register
+from workers.protocol import payload
+from workers.protocol.context import RunContext
+from workers.protocol.errors import PayloadError, RecoverableError
+from workers.protocol.specs import register
 
 
 def validate(data: dict[str, Any]) -> dict[str, Any]:

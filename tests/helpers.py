@@ -40,3 +40,30 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def node_report(task_id: str, status: str, data: dict[str, Any] | None = None, *, run_id: str | None = None) -> Any:
+    """What a node's report on a task's current run does once a writer applies it (the transition
+    function, as a node: Origin.NODE with the run id). `run_id` names another run (an old one, say)."""
+    from tasks_app.tasks.models import GlobalTask
+    from tasks_app.tasks.transitions import task_transition
+    from workers.protocol.messages import Origin, StatusUpdate
+
+    run = run_id if run_id is not None else GlobalTask.objects.values_list("run_id", flat=True).get(pk=task_id)
+    update = StatusUpdate(task_id, status, data, source="node:test", run_id=run, origin=Origin.NODE)
+    return task_transition(update=update)
+
+
+def start_node_worker(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m workers <args>` (a node worker, under the node's settings), like start_manage."""
+    import sys
+
+    handle = log.open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )

@@ -11,38 +11,41 @@ import json
 import os
 import secrets
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from django.contrib.auth.models import Group, User
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from tasks_app import accounts
-from tasks_app.cluster_services import cluster_ensure, node_register
+from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import Cluster, GlobalTask, Node
-from tasks_app.services import task_create
+from tasks_app.ops import accounts
+from tasks_app.tasks.services import task_create
+from tasks_app.tasks.stream import read_after
 from tests.conftest import MANAGE, OPERATOR_PASSWORD, ROOT
+from workers.protocol import keys
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
 ELSEWHERE = "10.1.2.3"  # not in the default TASKHUB_SEED_ANON_NETWORKS
 
 
 @pytest.fixture(autouse=True)
-def no_redis(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """POST /task_update queues to Redis; here only who may queue matters, so the queue is a list."""
-    pushed: list[str] = []
+def pushed(redis_stream: redis.Redis) -> Callable[[], list[str]]:
+    """POST /task_update queues to the real update stream (this test's own key prefix): the task ids
+    of every update queued so far, from every shard."""
 
-    def push(update: Any) -> str:
-        pushed.append(update.task_id)
-        return "1-0"
+    def queued() -> list[str]:
+        entries = [e for shard in range(keys.shard_count()) for e in read_after(shard, "0-0", 1000)]
+        return [e.update.task_id for e in sorted(entries, key=lambda e: e.stream_id) if e.update is not None]
 
-    monkeypatch.setattr("tasks_app.update_stream.push", push)
-    return pushed
+    return queued
 
 
 @pytest.fixture
@@ -55,12 +58,12 @@ def c1() -> Cluster:
 
 @pytest.fixture
 def tasks(c1: Cluster) -> dict[str, str]:
-    """One plain task on each node, and one on none."""
+    """One executed task on each node, and one tracked task (on none)."""
     ids = {}
-    for name in ("node1", "node2", ""):
-        task, _ = task_create(task_type="example_task_type")
-        GlobalTask.objects.filter(pk=task.pk).update(node=name)
-        ids[name or "none"] = task.task_id
+    for name in ("node1", "node2"):
+        task, _ = task_create(task_type="noop", task_data={"node": name}, execute=True)
+        ids[name] = task.task_id
+    ids["none"] = task_create(task_type="example_task_type")[0].task_id
     return ids
 
 
@@ -120,21 +123,25 @@ ALL_OK = dict.fromkeys(["POST /task", "GET /task", "GET /tasks", "PUT /task", "P
 # --- anonymous -----------------------------------------------------------------------------------
 
 
-def test_anonymous_loopback_keeps_the_whole_seed_api(tasks: dict[str, str], no_redis: list[str]) -> None:
+def test_anonymous_loopback_keeps_the_whole_seed_api(tasks: dict[str, str], pushed: Callable[[], list[str]]) -> None:
     assert seed_calls(Client(), tasks["none"]) == ALL_OK
-    assert no_redis == [tasks["none"]]
-    assert seed_calls(Client(REMOTE_ADDR="::1"), tasks["node1"]) == ALL_OK
+    assert pushed() == [tasks["none"]]
+    # Past access control on an executed task too; its status is its node's to report, not anyone's to write.
+    executed = {**ALL_OK, "PUT /task": 409, "POST /task_update": 409}
+    assert seed_calls(Client(REMOTE_ADDR="::1"), tasks["node1"]) == executed
     assert Client(REMOTE_ADDR="::ffff:127.0.0.1").get("/tasks").status_code == 200  # IPv4 on a dual-stack socket
 
 
-def test_anonymous_from_elsewhere_is_401_in_the_seed_envelope(tasks: dict[str, str], no_redis: list[str]) -> None:
+def test_anonymous_from_elsewhere_is_401_in_the_seed_envelope(
+    tasks: dict[str, str], pushed: Callable[[], list[str]]
+) -> None:
     client = Client(REMOTE_ADDR=ELSEWHERE)
     assert set(seed_calls(client, tasks["none"]).values()) == {401}
     resp = client.get(f"/task/{tasks['none']}")
     body = resp.json()
     assert body["success"] is False and "Authorization: Token" in body["message"]
     assert resp["WWW-Authenticate"].startswith("Token")
-    assert GlobalTask.objects.count() == 3 and no_redis == []
+    assert GlobalTask.objects.count() == 3 and pushed() == []
 
 
 def test_the_networks_setting_decides(settings: Any, tasks: dict[str, str]) -> None:
@@ -234,13 +241,13 @@ def test_service_account_uses_the_seed_api_and_creates_and_reads_tasks(
 
 
 def test_node_reads_and_reports_on_its_own_tasks_only(
-    node1_client: Client, tasks: dict[str, str], no_redis: list[str]
+    node1_client: Client, tasks: dict[str, str], pushed: Callable[[], list[str]]
 ) -> None:
     own, other = tasks["node1"], tasks["node2"]
     assert node1_client.get(f"/task/{own}").status_code == 200
     assert node1_client.get(f"/api/v1/tasks/{own}/").json()["task_id"] == own
     assert post(node1_client, "/task_update", {"task_id": own, "status": "in_progress"}).status_code == 200
-    assert no_redis == [own]
+    assert pushed() == [own]
     # Another node's task answers exactly like one that does not exist.
     for task_id in (other, tasks["none"], "no-such-task"):
         missing = node1_client.get(f"/task/{task_id}")
@@ -250,7 +257,7 @@ def test_node_reads_and_reports_on_its_own_tasks_only(
         assert update.status_code == 404 and update.json()["message"] == f"Task {task_id!r} not found"
         v1 = node1_client.get(f"/api/v1/tasks/{task_id}/")
         assert v1.status_code == 404 and v1.json() == {"detail": f"Task {task_id!r} not found"}
-    assert no_redis == [own]
+    assert pushed() == [own]
 
 
 def test_node_may_do_nothing_else(node1_client: Client, tasks: dict[str, str]) -> None:
@@ -286,11 +293,11 @@ def test_a_node_account_stays_a_node_account_even_if_made_staff(node1_client: Cl
 # --- plain user ----------------------------------------------------------------------------------
 
 
-def test_a_plain_user_reads_only(reader_client: Client, tasks: dict[str, str], no_redis: list[str]) -> None:
+def test_a_plain_user_reads_only(reader_client: Client, tasks: dict[str, str], pushed: Callable[[], list[str]]) -> None:
     own = tasks["none"]
     calls = seed_calls(reader_client, own)
     assert calls == {**dict.fromkeys(ALL_OK, 403), "GET /task": 200, "GET /tasks": 200}
-    assert no_redis == []
+    assert pushed() == []
     for path in ["/api/v1/tasks/", f"/api/v1/tasks/{own}/", f"/api/v1/tasks/{own}/history/", "/api/v1/clusters/"]:
         assert reader_client.get(path).status_code == 200, path
     assert post(reader_client, "/api/v1/tasks/", {"task_type": "t"}).status_code == 403

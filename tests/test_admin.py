@@ -6,9 +6,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import GlobalTask
-from tasks_app.services import task_create
-from tasks_app.transitions import StatusUpdate, task_transition
+from tasks_app.tasks.services import task_create
+from tasks_app.tasks.transitions import StatusUpdate, task_transition
+from tests.helpers import node_report
 
 pytestmark = pytest.mark.django_db
 
@@ -71,7 +73,7 @@ def test_admin_status_edit_goes_through_the_rules(staff: Client) -> None:
 
 
 def test_cluster_node_and_volume_pages(staff: Client) -> None:
-    from tasks_app.cluster_services import cluster_ensure, node_register
+    from tasks_app.fleet.services import cluster_ensure, node_register
     from tasks_app.models import StorageUnit, Volume
 
     demo = cluster_ensure(name="demo")
@@ -85,15 +87,24 @@ def test_cluster_node_and_volume_pages(staff: Client) -> None:
 
 
 def test_retry_and_cancel_actions(staff: Client) -> None:
-    failed, _ = task_create(task_type="t", task_status="failed")
-    running, _ = task_create(task_type="t", task_status="in_progress")
+    node_register(cluster=cluster_ensure(name="demo"), name="node1")
+    failed, _ = task_create(task_type="noop", task_data={"node": "node1"}, execute=True)
+    node_report(failed.task_id, "failed", {"error": {"message": "boom"}})
+    running, _ = task_create(task_type="noop", task_data={"node": "node1"}, execute=True)
+    node_report(running.task_id, "in_progress")
+    waiting, _ = task_create(task_type="noop", task_data={"node": "node1"}, execute=True)
     url = "/admin/tasks_app/globaltask/"
     resp = staff.post(url, {"action": "retry_tasks", "_selected_action": [failed.pk, running.pk]}, follow=True)
-    assert b"1 task(s) retried" in resp.content and b"Only a failed task can be retried" in resp.content
+    assert b"1 task(s) retried" in resp.content and b"Only a failed or cancelled task can be retried" in resp.content
     failed.refresh_from_db()
     assert (failed.task_status, failed.attempts) == ("pending", 1)
-    resp = staff.post(url, {"action": "cancel_tasks", "_selected_action": [running.pk]}, follow=True)
-    assert b"1 task(s) cancelled" in resp.content
+    resp = staff.post(url, {"action": "cancel_tasks", "_selected_action": [running.pk, waiting.pk]}, follow=True)
+    # The one never published is cancelled at once; the running one waits for its node to stop.
+    assert b"1 task(s) cancelled" in resp.content and b"1 task(s) cancelling until their node stops" in resp.content
+    running.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (running.task_status, waiting.task_status) == ("cancelling", "cancelled")
+    assert running.history.filter(to_status="cancelling", source__startswith="admin by").exists()
+    node_report(running.task_id, "cancelled", {"cancelled": {"stopped": "at a safe point"}})
     running.refresh_from_db()
     assert running.task_status == "cancelled"
-    assert running.history.filter(to_status="cancelled", source__startswith="admin by").exists()

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from tasks_app.models import GlobalTask
-from tasks_app.services import task_create
+from tasks_app.tasks.services import task_create
 
 pytestmark = pytest.mark.django_db
 

@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 from cli.client import auth_headers, error_message
 from cli.main import app
 from cli.tasks import TaskStatus
-from tasks_app.cluster_services import cluster_ensure, node_register
+from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import Cluster, GlobalTask, Node, StorageUnit, Volume
-from tasks_app.services import task_create
-from tasks_app.status import STATUS_VALUES
-from tasks_app.transitions import StatusUpdate, task_transition
+from tasks_app.tasks.services import task_create
+from tasks_app.tasks.transitions import StatusUpdate, task_transition
 from tests.conftest import OPERATOR_PASSWORD
-from tests.helpers import wait_until
+from tests.helpers import node_report, wait_until
+from workers.protocol.status import STATUS_VALUES
 
 # live_server serves from its own thread: the test's rows must be committed for it to see them.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -272,14 +272,15 @@ def test_watch_shows_progress_reported_by_the_handler(live_server: LiveServer) -
     assert "Task cli-progress completed" in result.stdout
 
 
-def test_retry_and_cancel(live_server: LiveServer) -> None:
-    task_create(task_id="cli-failed", task_type=PLAIN, task_status="failed", task_status_data=failed_status_data())
+def test_retry_and_cancel(live_server: LiveServer, cluster: Cluster) -> None:
+    task_create(task_id="cli-failed", task_type="noop", task_data={"node": "node1"}, execute=True)
+    node_report("cli-failed", "failed", failed_status_data())
     retried = taskhub(live_server, "task", "retry", "cli-failed")
     assert retried.exit_code == 0, retried.output
     assert "pending" in retried.stdout and "attempt 1" in retried.stdout
     assert GlobalTask.objects.get(pk="cli-failed").attempts == 1
     again = taskhub(live_server, "task", "retry", "cli-failed")
-    assert again.exit_code == 1 and "Only a failed task can be retried" in again.stderr
+    assert again.exit_code == 1 and "Only a failed or cancelled task can be retried" in again.stderr
     cancelled = taskhub(live_server, "task", "cancel", "cli-failed", "--json")
     assert as_json(cancelled)["task_status"] == "cancelled"
     assert taskhub(live_server, "task", "cancel", "cli-failed").exit_code == 1

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from tasks_app.cluster_services import cluster_ensure, node_register
+from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import BlockAllocation, Cluster, GlobalTask, Node, StorageUnit, Volume
-from tasks_app.services import task_create
-from tasks_app.transitions import StatusUpdate, task_transition
+from tasks_app.tasks.services import task_create
+from tests.helpers import node_report
 
 pytestmark = pytest.mark.django_db
 
@@ -82,7 +82,8 @@ def test_an_unknown_executable_type_lists_the_known_ones(api_client: Client, dem
 
 
 def test_bad_payload_of_a_seed_type_names_the_field(api_client: Client, demo: Cluster) -> None:
-    resp = post(api_client, "/task", {"task_type": "block_alloc", "task_data": {"cluster": "demo", "node": "node1"}})
+    body = {"task_type": "block_alloc", "task_data": {"cluster": "demo", "node": "node1"}, "execute": True}
+    resp = post(api_client, "/task", body)
     assert resp.status_code == 400
     assert "task_data.blocks" in resp.json()["message"]
 
@@ -93,7 +94,8 @@ def test_record_only_types_are_not_routed(api_client: Client) -> None:
 
 
 def complete(task_id: str, result: dict[str, Any]) -> None:
-    task_transition(update=StatusUpdate(task_id, "completed", result, source="test"))
+    """The task's node reports its current run completed (a writer applying that report)."""
+    node_report(task_id, "completed", result)
 
 
 def test_completion_hooks_write_and_remove_volume_records(api_client: Client, demo: Cluster) -> None:
@@ -119,7 +121,7 @@ def test_completion_hooks_write_and_remove_volume_records(api_client: Client, de
 
 def test_a_failed_task_writes_no_record(api_client: Client, demo: Cluster) -> None:
     task = post(api_client, VOLUMES, {"name": "vol1", "storage_units": UNITS}).json()
-    task_transition(update=StatusUpdate(task["task_id"], "failed", {"error": {"message": "node3 down"}}))
+    node_report(task["task_id"], "failed", {"error": {"message": "node3 down"}})
     assert not Volume.objects.exists()
 
 
@@ -133,15 +135,18 @@ def test_a_hook_that_cannot_write_fails_the_task(api_client: Client, demo: Clust
 
 
 def test_node_and_block_hooks(demo: Cluster) -> None:
-    alloc, _ = task_create(task_type="block_alloc", task_data={"cluster": "demo", "node": "node2", "blocks": 4})
+    alloc, _ = task_create(
+        task_type="block_alloc", task_data={"cluster": "demo", "node": "node2", "blocks": 4}, execute=True
+    )
     assert alloc.node == "node2"
     complete(alloc.task_id, {"allocation_id": alloc.task_id})
     assert BlockAllocation.objects.get().blocks == 4
-    add, _ = task_create(task_type="node_addition", task_data={"cluster": "demo", "node": "node4"})
+    node_register(cluster=demo, name="node4", state=Node.State.JOINING)  # registered, not yet a member
+    add, _ = task_create(task_type="node_addition", task_data={"cluster": "demo", "node": "node4"}, execute=True)
     complete(add.task_id, {"data_dir": "/data/node4", "capacity_blocks": 64})
     node4 = Node.objects.get(name="node4")
     assert (node4.state, node4.capacity_blocks, node4.cluster.name) == ("member", 64, "demo")
-    remove, _ = task_create(task_type="node_removal", task_data={"cluster": "demo", "node": "node4"})
+    remove, _ = task_create(task_type="node_removal", task_data={"cluster": "demo", "node": "node4"}, execute=True)
     complete(remove.task_id, {})
     assert Node.objects.get(name="node4").state == "removed"
 
@@ -158,8 +163,12 @@ def test_clusters_and_nodes_by_id_or_name(api_client: Client, demo: Cluster) -> 
 
 
 def test_pull_api_marks_tasks_received_and_honours_since(api_client: Client, demo: Cluster) -> None:
-    first, _ = task_create(task_type="block_alloc", task_data={"cluster": "demo", "node": "node1", "blocks": 1})
-    other, _ = task_create(task_type="block_alloc", task_data={"cluster": "demo", "node": "node2", "blocks": 1})
+    first, _ = task_create(
+        task_type="block_alloc", task_data={"cluster": "demo", "node": "node1", "blocks": 1}, execute=True
+    )
+    other, _ = task_create(
+        task_type="block_alloc", task_data={"cluster": "demo", "node": "node2", "blocks": 1}, execute=True
+    )
     GlobalTask.objects.filter(pk=first.pk).update(task_create_timestamp=1000)
     resp = api_client.get("/api/v1/tasks/demo/node1")
     assert resp.status_code == 200
@@ -175,8 +184,12 @@ def test_pull_api_marks_tasks_received_and_honours_since(api_client: Client, dem
 
 
 def test_pull_api_keeps_dependent_tasks_in_order(api_client: Client, demo: Cluster) -> None:
-    first, _ = task_create(task_type="block_alloc", task_data={"cluster": "demo", "node": "node3", "blocks": 1})
-    second, _ = task_create(task_type="block_alloc", task_data={"cluster": "demo", "node": "node3", "blocks": 1})
+    first, _ = task_create(
+        task_type="block_alloc", task_data={"cluster": "demo", "node": "node3", "blocks": 1}, execute=True
+    )
+    second, _ = task_create(
+        task_type="block_alloc", task_data={"cluster": "demo", "node": "node3", "blocks": 1}, execute=True
+    )
     GlobalTask.objects.filter(pk__in=[first.pk, second.pk]).update(order_key="volume:demo:v9")
     assert [t["task_id"] for t in api_client.get("/api/v1/tasks/demo/node3").json()] == [first.task_id]
     complete(first.task_id, {})

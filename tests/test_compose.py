@@ -16,6 +16,7 @@ import runpy
 import shlex
 import subprocess
 import sys
+import uuid
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -31,9 +32,10 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from tests.conftest import TEST_REDIS_URL
-from workers import heartbeat
-from workers.handlers.payload import NAME_RE
-from workers.queues import SERVER_QUEUE, node_queue
+from workers.node import heartbeat
+from workers.protocol import keys
+from workers.protocol.payload import NAME_RE
+from workers.protocol.queues import SERVER_QUEUE, node_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -41,6 +43,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 GUNICORN_CONF = ROOT / "gunicorn.conf.py"
 SETTINGS_FILE = ROOT / "taskhub" / "settings.py"
+SHARED_SETTINGS_FILE = ROOT / "taskhub" / "settings_shared.py"
+NODE_ENTRY = ROOT / "workers" / "__main__.py"
 
 NODE_SERVICES = {"node1", "node2", "node3"}
 EXPECTED_SERVICES = {"postgres", "redis", "migrate", "web", "writer", "scheduler", *NODE_SERVICES}
@@ -80,8 +84,8 @@ def project_services() -> list[str]:
 
 
 def node_services() -> list[str]:
-    """Services that run a node worker (manage.py run_node), whatever they are called."""
-    return sorted(name for name in project_services() if argv(services()[name]["command"])[2:3] == ["run_node"])
+    """Services that run a node worker (python -m workers), whatever they are called."""
+    return sorted(name for name in project_services() if argv(services()[name]["command"])[1:3] == ["-m", "workers"])
 
 
 def argv(command: str | list[str]) -> list[str]:
@@ -189,6 +193,13 @@ def check_entry_point(command: list[str]) -> None:
             inspect.signature(application).bind({}, lambda status, headers, exc_info=None: None)
         except TypeError as exc:
             raise AssertionError(f"{options.args[0]} is not a WSGI callable (environ, start_response)") from exc
+    elif program.startswith("python") and command[1:3] == ["-m", "workers"]:
+        from workers.__main__ import build
+
+        try:
+            build(command[3:])
+        except SystemExit as exc:
+            raise AssertionError(f"python -m workers rejects {command[3:]}") from exc
     elif program == "celery":
         check_celery(command[1:])
     else:
@@ -307,6 +318,9 @@ def test_project_service_command_is_a_real_entry_point(name: str) -> None:
         "python manage.py run_node",
         "python manage.py run_node node1 --no-such-option",
         "python manage.py run_node node1 --concurrency many",
+        "python -m workers",
+        "python -m workers node1 --no-such-option",
+        "python -m workers 'bad name'",
         "python manage.py run_scheduler --beat",
         "celery worker",
         "sh -c 'sleep infinity'",
@@ -327,6 +341,7 @@ def test_entry_point_check_rejects_what_would_crash(command: str) -> None:
         "celery --app taskhub beat",
         "python manage.py run_scheduler --loglevel WARNING",
         "python manage.py run_node node7 --data-dir /data --concurrency 8 --capacity-blocks 64",
+        "python -m workers node7 --data-dir /tmp/node7 --concurrency 8 --capacity-blocks 64",
     ],
 )
 def test_entry_point_check_accepts_real_commands(command: str) -> None:
@@ -428,18 +443,21 @@ def test_nodes_exist_and_have_distinct_valid_names() -> None:
 
 @pytest.mark.parametrize("name", sorted(NODE_SERVICES))
 def test_node_worker_consumes_its_own_queue(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What run_node execs: a celery worker on queue node.<name>, told its name and data directory."""
+    """What `python -m workers` execs: a celery worker on queue node.<name>, told its name and data
+    directory, under the node's settings (no database)."""
+    from workers.__main__ import NODE_SETTINGS, build
+
     command = argv(services()[name]["command"])
-    assert command[:4] == ["python", "manage.py", "run_node", name]
+    assert command[:4] == ["python", "-m", "workers", name]
     assert option(command, "--data-dir") == NODE_DATA_DIR
     monkeypatch.setattr(Path, "mkdir", lambda self, *args, **kwargs: None)  # /data exists only in the image
-    execed = exec_of(monkeypatch, command)
-    celery_command = as_celery_command(execed.argv)
+    celery_argv, env = build(command[3:])
+    celery_command = as_celery_command(celery_argv)
     check_entry_point(celery_command)
     assert option(celery_command, "--queues") == node_queue(name)
-    assert execed.env is not None
-    assert execed.env["TASKHUB_NODE_NAME"] == name
-    assert execed.env["TASKHUB_NODE_DATA_DIR"] == NODE_DATA_DIR
+    assert env["TASKHUB_NODE_NAME"] == name
+    assert env["TASKHUB_NODE_DATA_DIR"] == NODE_DATA_DIR
+    assert env["DJANGO_SETTINGS_MODULE"] == NODE_SETTINGS
 
 
 @pytest.mark.parametrize("name", sorted(NODE_SERVICES))
@@ -498,59 +516,48 @@ def _healthcheck(name: str) -> tuple[str, list[str]]:
 
 def _settings_default(variable: str) -> str:
     pattern = rf'\b{variable} = env\.str\("{variable}", default="([^"]*)"\)'
-    found = re.search(pattern, SETTINGS_FILE.read_text())
+    found = re.search(pattern, SHARED_SETTINGS_FILE.read_text())
     assert found, f"settings.py no longer reads {variable} the way the node healthcheck mirrors"
     return found[1]
 
 
-class FakeRedis:
-    def __init__(self, keys: set[str]) -> None:
-        self.keys = keys
-        self.asked: list[str] = []
-
-    def exists(self, key: str) -> int:
-        self.asked.append(key)
-        return int(key in self.keys)
-
-
-def _run_healthcheck(name: str, client: FakeRedis, monkeypatch: pytest.MonkeyPatch) -> int:
-    """The healthcheck's exit status, run in-process against `client`."""
+def _run_healthcheck(name: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The healthcheck's exit status, run in-process against the Redis in REDIS_URL."""
     code, args = _healthcheck(name)
-    urls: list[str] = []
-
-    def from_url(url: str, **kwargs: Any) -> FakeRedis:
-        urls.append(url)
-        return client
-
-    monkeypatch.setattr(redis.Redis, "from_url", from_url)
     monkeypatch.setattr(sys, "argv", ["-c", *args])
     with pytest.raises(SystemExit) as exited:
         exec(compile(code, "<healthcheck>", "exec"), {})  # noqa: S102  # the compose file's own code
-    assert urls == [os.environ["REDIS_URL"]], "the healthcheck must ask the Redis in the node's REDIS_URL"
     return int(exited.value.code or 0)
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("name", sorted(NODE_SERVICES))
-@pytest.mark.parametrize("prefix", [None, "elsewhere:updates"])
+@pytest.mark.parametrize("prefix", [None, "elsewhere"])
 def test_node_healthcheck_probes_its_own_heartbeat_key(
-    name: str, prefix: str | None, monkeypatch: pytest.MonkeyPatch
+    name: str, prefix: str | None, monkeypatch: pytest.MonkeyPatch, redis_stream: redis.Redis, settings: Any
 ) -> None:
-    """Healthy exactly when the key workers/heartbeat.py keeps alive for this node exists."""
+    """Healthy exactly when the key workers/node/heartbeat.py keeps alive for this node exists, under the
+    node's TASKHUB_STREAM_PREFIX (the default when it has none), in the Redis of its REDIS_URL."""
     node_name = argv(services()[name]["command"])[3]
     assert _healthcheck(name)[1] == [node_name], "the healthcheck must probe the node this service runs"
-    monkeypatch.setenv("REDIS_URL", interpolate(environment(services()[name])["REDIS_URL"], OPERATOR_ENV))
+    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
     if prefix is None:
         monkeypatch.delenv("TASKHUB_STREAM_PREFIX", raising=False)
+        used = _settings_default("TASKHUB_STREAM_PREFIX")
     else:
-        monkeypatch.setenv("TASKHUB_STREAM_PREFIX", prefix)
-    with override_settings(TASKHUB_STREAM_PREFIX=prefix or _settings_default("TASKHUB_STREAM_PREFIX")):
-        key = heartbeat.alive_key(node_name)
-        other = heartbeat.alive_key(f"not-{node_name}")
-    assert _run_healthcheck(name, FakeRedis({key}), monkeypatch) == 0
-    assert _run_healthcheck(name, FakeRedis({other}), monkeypatch) != 0
-    client = FakeRedis(set())
-    assert _run_healthcheck(name, client, monkeypatch) != 0
-    assert client.asked == [key]
+        used = f"{settings.TASKHUB_STREAM_PREFIX}:{prefix}"  # under this test's own prefix: cleaned up after
+        monkeypatch.setenv("TASKHUB_STREAM_PREFIX", used)
+    with override_settings(TASKHUB_STREAM_PREFIX=used):
+        key = keys.alive_key(node_name)
+        other = keys.alive_key(f"not-{node_name}-{uuid.uuid4().hex[:6]}")
+    try:
+        assert _run_healthcheck(name, monkeypatch) != 0, "healthy without its key"
+        redis_stream.set(other, "1", ex=60)
+        assert _run_healthcheck(name, monkeypatch) != 0, "healthy on another node's key"
+        redis_stream.set(key, "1", ex=60)
+        assert _run_healthcheck(name, monkeypatch) == 0, "unhealthy with its own key"
+    finally:
+        redis_stream.delete(key, other)
 
 
 @pytest.mark.redis
@@ -640,7 +647,12 @@ def test_production_defaults() -> None:
 
 
 def _readers_source() -> str:
-    return SETTINGS_FILE.read_text() + GUNICORN_CONF.read_text()
+    return (
+        SETTINGS_FILE.read_text()
+        + SHARED_SETTINGS_FILE.read_text()
+        + NODE_ENTRY.read_text()
+        + GUNICORN_CONF.read_text()
+    )
 
 
 # Read by programs other than Django and gunicorn.conf.py.

@@ -10,12 +10,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from tasks_app import dashboard_selectors as sel
-from tasks_app.cluster_services import cluster_ensure, node_register
-from tasks_app.dashboard_chart import nice_step, throughput_svg
+from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import GlobalTask, Node, TaskStatusChange
-from tasks_app.services import task_create
-from tasks_app.transitions import StatusUpdate, task_transition
+from tasks_app.ops import dashboard_selectors as sel
+from tasks_app.ops.dashboard_chart import nice_step, throughput_svg
+from tasks_app.tasks.services import task_create
+from tasks_app.tasks.transitions import StatusUpdate, task_transition
 
 pytestmark = pytest.mark.django_db
 

@@ -1,11 +1,13 @@
 """End to end with real processes: a writer, node workers (Celery, on a real Redis), a scheduler.
 
-Node workers get a DATABASE_URL that points nowhere: everything they report must travel through
-the update stream. Node names are unique per run, so parallel runs never share a queue.
+Node workers run as `python -m workers`, under the node's settings, with no database settings at all
+(not even a DATABASE_URL in their environment): everything they report must travel through the
+update stream. Node names are unique per run, so parallel runs never share a queue.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,13 +19,14 @@ from typing import Any
 import pytest
 import redis
 from django.db import transaction
+from django.test import Client
 
 from taskhub.celery import app as celery_app
-from tasks_app.cluster_services import cluster_ensure, node_register
+from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import GlobalTask, Node, Volume
-from tasks_app.services import task_create
+from tasks_app.tasks.services import task_create
 from tests.conftest import MANAGE, database_url
-from tests.helpers import start_manage, stop, wait_until
+from tests.helpers import start_manage, start_node_worker, stop, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -64,17 +67,25 @@ class Cluster:
     def data_dir(self, node: str) -> Path:
         return self.tmp / "nodes" / node
 
-    def start_node(self, node: str) -> None:
-        # A node has the broker only: its database settings lead nowhere.
-        env = dict(self.env, DATABASE_URL="postgres://nobody@127.0.0.1:9/nowhere")
-        args = ["run_node", node, "--data-dir", str(self.data_dir(node)), "--concurrency", "4", "--loglevel", "INFO"]
-        self.procs[node] = start_manage(args, env, self.tmp / f"{node}.log")
+    def start_node(self, node: str, concurrency: int = 4) -> None:
+        # A node has the broker only: no database settings at all.
+        env = {k: v for k, v in self.env.items() if k != "DATABASE_URL"}
+        args = [node, "--data-dir", str(self.data_dir(node)), "--concurrency", str(concurrency), "--loglevel", "INFO"]
+        self.procs[node] = start_node_worker(args, env, self.tmp / f"{node}.log")
 
     def start_server_side(self, name: str, args: list[str]) -> None:
         self.procs[name] = start_manage(args, dict(self.env, DATABASE_URL=database_url()), self.tmp / f"{name}.log")
 
     def alive(self, node: str) -> bool:
         return bool(redis.Redis.from_url(self.redis_url).exists(f"{PREFIX}:alive:{node}"))
+
+    def idle(self, node: str) -> bool:
+        """Nothing waits in the node's queue, and nothing it took is unacknowledged (still running)."""
+        broker = redis.Redis.from_url(self.redis_url)
+        if broker.llen(f"node.{node}"):
+            return False
+        unacked: list[bytes] = broker.hvals("unacked")  # type: ignore[assignment]  # kombu's in-flight messages
+        return not any(f'"node.{node}"]'.encode() in raw for raw in unacked)
 
     def kill(self, name: str) -> None:
         stop(self.procs[name], signal.SIGKILL)
@@ -137,7 +148,7 @@ def wait_final(task_id: str, cluster: Cluster, timeout: float = 60) -> GlobalTas
 
 def volume(name: str, nodes: list[str]) -> str:
     data = {"cluster": f"demo{RUN}", "name": name, "type": "replicate", "storage_units": [{"node": n} for n in nodes]}
-    task, _ = task_create(task_type="volume_create", task_data=data, source="test")
+    task, _ = task_create(task_type="volume_create", task_data=data, execute=True, source="test")
     return task.task_id
 
 
@@ -176,22 +187,20 @@ def test_an_offline_participant_fails_the_task_naming_it(writer: Cluster) -> Non
 
 
 def test_a_message_delivered_twice_runs_once(writer: Cluster) -> None:
-    from tasks_app.dispatch import publish
+    from tasks_app.tasks.dispatch import publish
 
-    task, _ = task_create(task_type="test_sleep", task_data={"node": N2, "seconds": 1}, source="test")
+    task, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": N2, "seconds": 1}, source="test")
     publish(task.task_id)  # a second copy, as a sweep racing the first publish would send
     task = wait_final(task.task_id, writer)
     assert task.task_status == "completed"
     runs = writer.data_dir(N2) / f"runs-{task.task_id}.log"
-    wait_until(lambda: True, 2, "a moment for the duplicate to be handled")
+    wait_until(lambda: writer.idle(N2), 20, "the duplicate to be taken and acknowledged")
     assert len(runs.read_text().splitlines()) == 1
 
 
 def test_node_killed_mid_task_finishes_it_after_restart(writer: Cluster) -> None:
-    task, _ = task_create(task_type="test_sleep", task_data={"node": N3, "seconds": 4}, source="test")
-    wait_until(
-        lambda: GlobalTask.objects.get(pk=task.task_id).task_status == "in_progress", 30, "the task to start"
-    )
+    task, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": N3, "seconds": 4}, source="test")
+    wait_until(lambda: GlobalTask.objects.get(pk=task.task_id).task_status == "in_progress", 30, "the task to start")
     writer.kill(N3)
     writer.start_node(N3)
     done = wait_final(task.task_id, writer, timeout=90)
@@ -205,12 +214,13 @@ def test_a_task_whose_publish_never_happened_is_delivered_by_the_sweep(writer: C
     script = f"""
 import os, signal
 from django.db import transaction
-from tasks_app.services import task_create
+from tasks_app.tasks.services import task_create
 import tests.handlers_for_tests
 with transaction.atomic():
     # Registered first, so it runs first after the commit: the process dies before publishing.
     transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
-    task, _ = task_create(task_type="test_sleep", task_data={{"node": "{N1}", "seconds": 0}}, task_id="orphan-{RUN}")
+    data = {{"node": "{N1}", "seconds": 0}}
+    task, _ = task_create(task_type="test_sleep", execute=True, task_data=data, task_id="orphan-{RUN}")
 """
     env = dict(writer.env, DATABASE_URL=database_url())
     died = subprocess.run([*MANAGE, "shell", "-c", script], env=env)
@@ -228,14 +238,16 @@ with transaction.atomic():
 
 def test_without_a_commit_nothing_is_published(writer: Cluster) -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
-        task_create(task_type="test_sleep", task_data={"node": N1, "seconds": 0}, task_id=f"rolled-back-{RUN}")
+        task_create(
+            task_type="test_sleep", execute=True, task_data={"node": N1, "seconds": 0}, task_id=f"rolled-back-{RUN}"
+        )
         raise RuntimeError("the request failed after the insert")
     assert not GlobalTask.objects.filter(pk=f"rolled-back-{RUN}").exists()
     assert redis.Redis.from_url(writer.redis_url).llen(f"node.{N1}") == 0
 
 
 def test_a_failed_volume_is_retried_to_success_after_its_node_comes_back(writer: Cluster) -> None:
-    from tasks_app.services import task_retry
+    from tasks_app.tasks.services import task_retry
 
     task_id = volume("vol3", [N1, N2, OFF])
     assert wait_final(task_id, writer).task_status == "failed"
@@ -255,14 +267,14 @@ def test_a_failed_volume_is_retried_to_success_after_its_node_comes_back(writer:
 
 
 def test_recoverable_errors_retry_with_backoff(writer: Cluster) -> None:
-    task, _ = task_create(task_type="test_flaky", task_data={"node": N1, "succeed_on": 3}, source="test")
+    task, _ = task_create(task_type="test_flaky", execute=True, task_data={"node": N1, "succeed_on": 3}, source="test")
     done = wait_final(task.task_id, writer)
     assert done.task_status == "completed", done.task_status_data
     assert done.task_status_data["runs"] == 3
 
 
 def test_progress_shows_while_the_task_runs(writer: Cluster) -> None:
-    task, _ = task_create(task_type="test_sleep", task_data={"node": N2, "seconds": 3}, source="test")
+    task, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": N2, "seconds": 3}, source="test")
 
     def progress() -> float:
         row = GlobalTask.objects.get(pk=task.task_id)
@@ -275,34 +287,38 @@ def test_progress_shows_while_the_task_runs(writer: Cluster) -> None:
 
 
 def test_a_running_task_is_cancelled_on_its_node(writer: Cluster) -> None:
-    from tasks_app.services import task_cancel
+    from tasks_app.tasks.services import task_cancel
 
-    task, _ = task_create(task_type="test_sleep", task_data={"node": N2, "seconds": 30}, source="test")
+    task, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": N2, "seconds": 30}, source="test")
     wait_until(lambda: GlobalTask.objects.get(pk=task.task_id).task_status == "in_progress", 30, "the task to run")
-    assert task_cancel(task_id=task.task_id, source="test").task_status == "cancelled"
+    # Running on its node: cancelling until the node has stopped it, not cancelled at once.
+    assert task_cancel(task_id=task.task_id, source="test").task_status == "cancelling"
     # The handler stops at its next step: its run is recorded as ended well before its 30 s.
-    ledger = writer.data_dir(N2) / ".taskhub" / "runs" / f"{task.task_id}.0.0.done.json"
-    wait_until(ledger.exists, 10, "the handler to stop")
-    assert GlobalTask.objects.get(pk=task.task_id).task_status == "cancelled"
+    ledger = writer.data_dir(N2) / ".taskhub" / "runs" / f"{task.run_id}.0.done.json"
+    done = wait_final(task.task_id, writer, timeout=15)
+    assert done.task_status == "cancelled", done.task_status_data
+    assert ledger.exists()
+    assert statuses(done)[-2:] == ["cancelling", "cancelled"]
+    assert done.history.get(to_status="cancelled").source == f"node:{N2}"
+    assert done.task_status_data["cancel"]["outcome"] == "stopped on its node"
 
 
 def test_a_cancelled_pending_task_never_starts(writer: Cluster) -> None:
-    from tasks_app.services import task_cancel
+    from tasks_app.tasks.services import task_cancel
 
-    task, _ = task_create(task_type="test_sleep", task_data={"node": LATE, "seconds": 0}, source="test")
+    task, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": LATE, "seconds": 0}, source="test")
     wait_until(lambda: GlobalTask.objects.get(pk=task.task_id).dispatched_at is not None, 10, "the publish")
-    task_cancel(task_id=task.task_id, source="test")
+    # Published, so a node may have it: cancelling until a node says it never ran.
+    assert task_cancel(task_id=task.task_id, source="test").task_status == "cancelling"
     writer.start_node(LATE)
     try:
         wait_until(lambda: writer.alive(LATE), 60, "the late node to start")
         runs = writer.data_dir(LATE) / ".taskhub" / "runs"
-        wait_until(lambda: not redis.Redis.from_url(writer.redis_url).llen(f"node.{LATE}"), 20, "the message taken")
-        import time
-
-        time.sleep(1)
+        done = wait_final(task.task_id, writer, timeout=30)
+        assert done.task_status == "cancelled"
+        assert done.task_status_data["cancelled"]["stopped"] == "before it started"
         assert not (writer.data_dir(LATE) / f"runs-{task.task_id}.log").exists()
-        assert not list(runs.glob(f"{task.task_id}*.done.json"))
-        assert GlobalTask.objects.get(pk=task.task_id).task_status == "cancelled"
+        assert not list(runs.glob(f"{task.run_id}*.done.json"))
     finally:
         stop(writer.procs.pop(LATE))
 
@@ -310,7 +326,9 @@ def test_a_cancelled_pending_task_never_starts(writer: Cluster) -> None:
 def test_a_node_killed_for_good_goes_offline_and_its_tasks_fail(writer: Cluster) -> None:
     writer.start_server_side("scheduler", ["run_scheduler"])
     try:
-        task, _ = task_create(task_type="test_sleep", task_data={"node": N3, "seconds": 30}, source="test")
+        task, _ = task_create(
+            task_type="test_sleep", execute=True, task_data={"node": N3, "seconds": 30}, source="test"
+        )
         wait_until(lambda: GlobalTask.objects.get(pk=task.task_id).task_status == "in_progress", 30, "the task")
         writer.kill(N3)
         # TASKHUB_NODE_OFFLINE_SECONDS=5 and a sweep every second: well within 30 s.
@@ -322,3 +340,156 @@ def test_a_node_killed_for_good_goes_offline_and_its_tasks_fail(writer: Cluster)
     finally:
         stop(writer.procs.pop("scheduler"))
         writer.start_node(N3)
+
+
+# --- issue 7: tracked tasks, one identity per run, honest cancel, nodes and blocks -------------------
+
+
+def test_a_tracked_task_is_stored_as_sent_and_never_touched_by_a_node(writer: Cluster) -> None:
+    """The cluster controller gateway's pattern, with three live nodes that could run the type."""
+    client = Client()
+    body = {"task_type": "cluster_infra_creation", "task_data": {"cluster_id": f"c-{RUN}"}}
+    created = client.post("/task", data=json.dumps(body), content_type="application/json")
+    assert created.status_code == 200, created.content
+    task_id = created.json()["data"]["task_id"]
+    wait_until(lambda: all(writer.idle(n) for n in (N1, N2, N3)), 10, "the nodes to have nothing")
+    report = {"task_id": task_id, "status": "complete", "task_status_data": {"endpoint": "10.0.0.7"}}
+    assert client.post("/task_update", data=json.dumps(report), content_type="application/json").status_code == 200
+    done = wait_final(task_id, writer)
+    assert (done.task_status, done.task_status_data, done.task_data) == (
+        "completed",
+        {"endpoint": "10.0.0.7"},
+        {"cluster_id": f"c-{RUN}"},
+    )
+    assert (done.node, done.run_id, done.dispatched_at) == ("", "", None)
+    assert not any(s.startswith("node:") for s in done.history.values_list("source", flat=True))
+    for node in (N1, N2, N3):
+        assert not (writer.data_dir(node) / "clusters" / f"c-{RUN}").exists()
+
+
+def test_re_created_task_ids_never_replay_or_block_on_old_runs(writer: Cluster) -> None:
+    from tasks_app.tasks.services import task_cancel, task_delete, task_retry
+
+    # A task that completed, deleted and created again, runs again (its old run's outcome is not replayed).
+    first, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": N1}, task_id=f"again-{RUN}")
+    assert wait_final(first.task_id, writer).task_status == "completed"
+    task_delete(task_id=first.task_id)
+    second, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": N1}, task_id=f"again-{RUN}")
+    assert second.run_id != first.run_id
+    assert wait_final(second.task_id, writer).task_status == "completed"
+    assert len((writer.data_dir(N1) / f"runs-again-{RUN}.log").read_text().splitlines()) == 2
+
+    # A cancelled one: its cancel marker belongs to its run, not to the id.
+    slow, _ = task_create(
+        task_type="test_sleep", execute=True, task_data={"node": N2, "seconds": 30}, task_id=f"cxl-{RUN}"
+    )
+    wait_until(lambda: GlobalTask.objects.get(pk=slow.task_id).task_status == "in_progress", 30, "it to run")
+    task_cancel(task_id=slow.task_id, source="test")
+    assert wait_final(slow.task_id, writer).task_status == "cancelled"
+    task_delete(task_id=slow.task_id)
+    fresh, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": N2}, task_id=f"cxl-{RUN}")
+    assert wait_final(fresh.task_id, writer).task_status == "completed"
+
+    # A retried one: the run its retry voided is not this id's run either.
+    too_big = {"cluster": f"demo{RUN}", "node": N3, "blocks": 10**6}
+    failing, _ = task_create(task_type="block_alloc", execute=True, task_data=too_big, task_id=f"void-{RUN}")
+    assert wait_final(failing.task_id, writer).task_status == "failed"
+    task_retry(task_id=failing.task_id, source="test")
+    assert wait_final(failing.task_id, writer).task_status == "failed"
+    task_delete(task_id=failing.task_id)
+    small = {"cluster": f"demo{RUN}", "node": N3, "blocks": 7}
+    ok, _ = task_create(task_type="block_alloc", execute=True, task_data=small, task_id=f"void-{RUN}")
+    done = wait_final(ok.task_id, writer)
+    assert done.task_status == "completed" and done.task_status_data["blocks"] == 7, done.task_status_data
+
+
+def test_block_alloc_free_then_the_node_leaves(writer: Cluster) -> None:
+    from tasks_app.fleet.models import BlockAllocation
+    from tasks_app.tasks.services import task_delete
+
+    blk = f"e2e{RUN}-blk"
+    node_register(cluster=cluster_ensure(name=f"demo{RUN}"), name=blk)
+    writer.start_node(blk)
+    try:
+        wait_until(lambda: writer.alive(blk), 60, "the node to start")
+        data = {"cluster": f"demo{RUN}", "node": blk, "blocks": 5}
+        held, _ = task_create(task_type="block_alloc", execute=True, task_data=data, task_id=f"blk-{RUN}")
+        assert wait_final(held.task_id, writer).task_status == "completed"
+        assert BlockAllocation.objects.get(pk=held.task_id).blocks == 5
+        free = {"cluster": f"demo{RUN}", "node": blk, "allocation": held.task_id}
+        freed, _ = task_create(task_type="block_free", execute=True, task_data=free)
+        done = wait_final(freed.task_id, writer)
+        assert done.task_status == "completed" and done.task_status_data["freed"] == 5, done.task_status_data
+        assert not BlockAllocation.objects.filter(pk=held.task_id).exists()
+        assert json.loads((writer.data_dir(blk) / "blocks.json").read_text())["allocations"] == {}
+        # The id is free again: an allocation under it now is a new one, of its own size.
+        task_delete(task_id=held.task_id)
+        again, _ = task_create(
+            task_type="block_alloc", execute=True, task_data={**data, "blocks": 7}, task_id=held.task_id
+        )
+        done = wait_final(again.task_id, writer)
+        assert done.task_status == "completed" and done.task_status_data["blocks"] == 7, done.task_status_data
+        freed, _ = task_create(task_type="block_free", execute=True, task_data=free)
+        assert wait_final(freed.task_id, writer).task_status == "completed"
+        removal, _ = task_create(
+            task_type="node_removal", execute=True, task_data={"cluster": f"demo{RUN}", "node": blk}
+        )
+        done = wait_final(removal.task_id, writer)
+        assert done.task_status == "completed", done.task_status_data
+        assert Node.objects.get(name=blk).state == "removed"
+        assert not (writer.data_dir(blk) / "membership.json").exists()
+    finally:
+        stop(writer.procs.pop(blk))
+
+
+def test_cancelling_a_running_volume_task_waits_for_its_node_to_stop_and_undo(writer: Cluster) -> None:
+    """volume_start fans out to a busy node; cancelled meanwhile, it is cancelling until the initiator has
+    stopped and restored what it changed, and the volume's next task waits for that."""
+    from tasks_app.tasks.services import task_cancel
+
+    slow = f"e2e{RUN}-slow"
+    node_register(cluster=cluster_ensure(name=f"demo{RUN}"), name=slow)
+    writer.start_node(slow, concurrency=1)
+    try:
+        wait_until(lambda: writer.alive(slow), 60, "the slow node to start")
+        name = f"vc{RUN}"
+        assert wait_final(volume(name, [N1, slow]), writer).task_status == "completed"
+        # Keep the slow node's only slot busy, with one more task queued behind it.
+        busy, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": slow, "seconds": 8})
+        wait_until(lambda: GlobalTask.objects.get(pk=busy.task_id).task_status == "in_progress", 30, "the busy task")
+        queued, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": slow, "seconds": 0})
+        wait_until(lambda: GlobalTask.objects.get(pk=queued.task_id).dispatched_at is not None, 10, "its publish")
+        start, _ = task_create(
+            task_type="volume_start", execute=True, task_data={"cluster": f"demo{RUN}", "name": name}
+        )
+        wait_until(lambda: GlobalTask.objects.get(pk=start.task_id).task_status == "in_progress", 30, "the start")
+        unit = Path(Volume.objects.get(name=name).storage_units.get(node__name=N1).path)
+        wait_until(lambda: json.loads((unit / ".taskhub-unit.json").read_text())["state"] == "started", 10, "unit 0")
+        delete, _ = task_create(
+            task_type="volume_delete", execute=True, task_data={"cluster": f"demo{RUN}", "name": name}
+        )
+
+        assert task_cancel(task_id=start.task_id, source="test").task_status == "cancelling"
+        assert task_cancel(task_id=queued.task_id, source="test").task_status == "cancelling"
+        assert GlobalTask.objects.get(pk=delete.task_id).dispatched_at is None  # waits for the start
+        done = wait_final(start.task_id, writer, timeout=20)
+        assert done.task_status == "cancelled", done.task_status_data
+        cancelled = done.task_status_data["cancelled"]
+        assert cancelled["stopped"] == "during the fan-out"
+        # N1 had started its unit: put back as it was (the delete, released now, may already be removing it).
+        assert cancelled["compensated"][N1] == {"ok": True, "result": {"restored": [{"index": 0, "state": "created"}]}}
+        assert cancelled["compensation_sent"] == [slow]  # its part was still queued there
+        # Only now is the delete released, and it runs after the start ended.
+        ended_at = done.history.get(to_status="cancelled").at
+        removed = wait_final(delete.task_id, writer, timeout=60)
+        assert removed.task_status == "completed", removed.task_status_data
+        assert removed.history.get(to_status="received").at >= ended_at
+        assert not Volume.objects.filter(name=name).exists()
+        # The queued task never ran: its node refused it (the run's cancel marker; Celery's revoke drops only
+        # messages not yet handed to the worker's pool), and said so.
+        dropped = wait_final(queued.task_id, writer, timeout=30)
+        assert dropped.task_status == "cancelled"
+        assert dropped.task_status_data["cancelled"]["stopped"] == "before it started"
+        assert not (writer.data_dir(slow) / f"runs-{queued.task_id}.log").exists()
+    finally:
+        stop(writer.procs.pop(slow))

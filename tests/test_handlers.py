@@ -8,19 +8,30 @@ from typing import Any
 
 import pytest
 
-from workers import registry
-from workers.context import RunContext
-from workers.errors import HandlerError, PayloadError
-from workers.handlers import blocks, vdag, volumes
-from workers.runner import run_task
+from workers.families import blocks, vdags, volumes
+from workers.node.context import NodeRunContext
+from workers.node.runner import run_task
+from workers.protocol import specs as registry
+from workers.protocol.errors import HandlerError, PayloadError
+
+# Handlers read their run's end marker at each safe point: a real Redis, under this test's own prefix.
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(autouse=True)
+def _stream(redis_stream: Any) -> None:
+    return None
+
 
 SEED_TYPES = ["vdag_creation", "block_alloc", "cluster_infra_creation", "cluster_infra_remove", "node_addition",
               "node_removal"]  # fmt: skip
 VOLUME_TYPES = ["volume_create", "volume_start", "volume_stop", "volume_delete"]
 
 
-def ctx(tmp_path: Path, node: str = "node1", task_id: str = "t1") -> RunContext:
-    return RunContext(task_id=task_id, task_type="x", node=node, data_dir=tmp_path)
+def ctx(tmp_path: Path, node: str = "node1", task_id: str = "t1", run_id: str = "") -> NodeRunContext:
+    return NodeRunContext(
+        task_id=task_id, run_id=run_id or f"run-{task_id}", task_type="x", node=node, data_dir=tmp_path
+    )
 
 
 def test_the_seed_and_kadalu_types_are_registered() -> None:
@@ -66,30 +77,30 @@ def test_vdag_must_be_acyclic() -> None:
         "edges": [["a", "b"], ["b", "c"], ["c", "a"]],
     }
     with pytest.raises(PayloadError, match="cycle"):
-        vdag.validate(data)
+        vdags.validate(data)
     data["edges"] = [["a", "b"], ["b", "c"], ["a", "c"]]
-    assert vdag.validate(data) is data
+    assert vdags.validate(data) is data
 
 
 def test_block_alloc_reserves_against_capacity(tmp_path: Path, settings: Any) -> None:
     settings.TASKHUB_NODE_CAPACITY_BLOCKS = 10
     data = {"cluster": "c", "node": "node1", "blocks": 6}
-    assert blocks.run(ctx(tmp_path, task_id="a1"), data) == {"allocation_id": "a1", "blocks": 6, "free_blocks": 4}
+    assert blocks.alloc(ctx(tmp_path, task_id="a1"), data) == {"allocation_id": "a1", "blocks": 6, "free_blocks": 4}
     # Asking again for the same allocation does not reserve twice.
-    assert blocks.run(ctx(tmp_path, task_id="a1"), data)["free_blocks"] == 4
+    assert blocks.alloc(ctx(tmp_path, task_id="a1"), data)["free_blocks"] == 4
     with pytest.raises(HandlerError, match=r"not enough free blocks on node .*: asked for 6, 4 free of 10"):
-        blocks.run(ctx(tmp_path, task_id="a2"), data)
+        blocks.alloc(ctx(tmp_path, task_id="a2"), data)
     assert blocks.allocated(tmp_path) == {"a1": 6}
 
 
 def test_vdag_refers_to_blocks_allocated_on_the_node(tmp_path: Path) -> None:
-    blocks.run(ctx(tmp_path, task_id="alloc-1"), {"cluster": "c", "node": "node1", "blocks": 1})
+    blocks.alloc(ctx(tmp_path, task_id="alloc-1"), {"cluster": "c", "node": "node1", "blocks": 1})
     graph = {"cluster": "c", "node": "node1", "name": "g1", "vertices": [{"id": "a", "allocation": "alloc-1"}]}
-    result = vdag.run(ctx(tmp_path, task_id="v1"), graph)
+    result = vdags.run(ctx(tmp_path, task_id="v1"), graph)
     assert json.loads(Path(result["path"]).read_text())["vertices"] == graph["vertices"]
     graph["vertices"] = [{"id": "a", "allocation": "nope"}]
     with pytest.raises(HandlerError, match="allocation nope, which is not allocated on node node1"):
-        vdag.run(ctx(tmp_path, task_id="v2"), graph)
+        vdags.run(ctx(tmp_path, task_id="v2"), graph)
 
 
 def test_volume_parts_create_set_state_and_delete_units(tmp_path: Path) -> None:
@@ -112,14 +123,14 @@ def test_a_run_is_recorded_once_and_replayed(tmp_path: Path, settings: Any) -> N
     settings.TASKHUB_NODE_DATA_DIR = str(tmp_path)
     settings.TASKHUB_NODE_CAPACITY_BLOCKS = 5
     data = {"cluster": "c", "node": "node1", "blocks": 5}
-    first = run_task(task_id="once", task_type="block_alloc", task_data=data, attempt=0)
+    first = run_task(task_id="once", run_id="run-1", task_type="block_alloc", task_data=data, attempt=0)
     # A second delivery of the same message returns the recorded result without running again
     # (running again would find no free blocks and fail).
-    assert run_task(task_id="once", task_type="block_alloc", task_data=data, attempt=0) == first
+    assert run_task(task_id="once", run_id="run-1", task_type="block_alloc", task_data=data, attempt=0) == first
     with pytest.raises(HandlerError, match="not enough free blocks"):
-        run_task(task_id="other", task_type="block_alloc", task_data=data, attempt=0)
+        run_task(task_id="other", run_id="run-2", task_type="block_alloc", task_data=data, attempt=0)
     with pytest.raises(HandlerError, match="not enough free blocks"):  # the failure is replayed too
-        run_task(task_id="other", task_type="block_alloc", task_data=data, attempt=0)
+        run_task(task_id="other", run_id="run-2", task_type="block_alloc", task_data=data, attempt=0)
 
 
 def test_users_register_their_own_types() -> None:
@@ -136,7 +147,7 @@ def test_errors_keep_their_details_through_pickling() -> None:
     """Celery pickles exceptions; the per-node answers of a fan-out must survive it."""
     import pickle
 
-    from workers.errors import FanOutFailed
+    from workers.protocol.errors import FanOutFailed
 
     err = FanOutFailed({"a": {"ok": True, "result": {}}, "b": {"ok": False, "error": {"message": "down"}}})
     back = pickle.loads(pickle.dumps(err))  # noqa: S301 (our own object)

@@ -17,12 +17,13 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
-from tasks_app import metrics, update_stream
-from tasks_app.cluster_services import cluster_ensure, node_register
+from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import Node
-from tasks_app.services import task_create, task_update, task_update_push
-from tasks_app.transitions import StatusUpdate, task_transition
-from tasks_app.writer import run_once
+from tasks_app.ops import metrics
+from tasks_app.tasks.services import task_create, task_update, task_update_push
+from tasks_app.tasks.transitions import StatusUpdate, task_transition
+from tasks_app.tasks.writer import run_once
+from workers.protocol import keys
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
@@ -130,8 +131,8 @@ def test_backlog_and_lag_of_the_update_stream(client: Client, redis_stream: redi
     assert value(s, "taskhub_update_stream_lag_seconds") == 0
     # An entry sent ten seconds ago that no writer has applied yet.
     old_ms = int(time.time() * 1000) - 10_000
-    redis_stream.xadd(update_stream.stream_key(0), {"task_id": "x", "status": "received"}, id=f"{old_ms}-0")
-    redis_stream.xadd(update_stream.stream_key(1), {"task_id": "y", "status": "received"})
+    redis_stream.xadd(keys.stream_key(0), {"task_id": "x", "status": "received"}, id=f"{old_ms}-0")
+    redis_stream.xadd(keys.stream_key(1), {"task_id": "y", "status": "received"})
     s = scrape(client)
     assert value(s, "taskhub_update_stream_backlog") == 2
     lag = value(s, "taskhub_update_stream_lag_seconds")
@@ -223,8 +224,8 @@ def test_metrics_answer_get_only(client: Client, redis_stream: redis.Redis) -> N
 
 
 def test_a_node_token_cannot_read_private_metrics(client: Client, private: None) -> None:
-    from tasks_app.accounts import node_account_ensure, token_issue
-    from tasks_app.cluster_services import cluster_ensure, node_register
+    from tasks_app.fleet.services import cluster_ensure, node_register
+    from tasks_app.ops.accounts import node_account_ensure, token_issue
 
     node = node_register(cluster=cluster_ensure(name="demo"), name="node1")
     key = token_issue(user=node_account_ensure(node=node))

@@ -13,14 +13,14 @@ import pytest
 import redis
 from django.test import Client
 
-from tasks_app import dispatch
-from tasks_app.cluster_services import cluster_ensure, node_register
 from tasks_app.errors import InvalidInput, TaskConflict
+from tasks_app.fleet.health import sweep_dead_nodes
+from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import Cluster, GlobalTask, Node, Volume
-from tasks_app.node_health import sweep_dead_nodes
-from tasks_app.services import task_cancel, task_create, task_retry
-from tasks_app.transitions import StatusUpdate, task_transition
-from workers.cancel import is_cancelled
+from tasks_app.tasks import dispatch
+from tasks_app.tasks.services import task_cancel, task_create, task_retry
+from tests.helpers import node_report
+from workers.protocol import run_end
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +46,8 @@ def demo(redis_stream: redis.Redis) -> Iterator[Cluster]:
 
 
 def alloc(on: str, **kw: Any) -> GlobalTask:
-    return task_create(task_type="block_alloc", task_data={"cluster": "demo", "node": on, "blocks": 1}, **kw)[0]
+    data = {"cluster": "demo", "node": on, "blocks": 1}
+    return task_create(task_type="block_alloc", task_data=data, execute=True, **kw)[0]
 
 
 def vol_data(name: str, units: list[dict[str, str]]) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def vol_data(name: str, units: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def fail(task: GlobalTask, message: str = "boom") -> None:
-    task_transition(update=StatusUpdate(task.task_id, "failed", {"error": {"message": message}}))
+    node_report(task.task_id, "failed", {"error": {"message": message}})
 
 
 def test_retry_takes_a_failed_task_back_to_pending_as_a_new_attempt(demo: Cluster) -> None:
@@ -66,7 +67,12 @@ def test_retry_takes_a_failed_task_back_to_pending_as_a_new_attempt(demo: Cluste
     assert list(again.history.order_by("at", "id").values_list("to_status", flat=True)) == [
         "pending", "failed", "pending"
     ]  # fmt: skip
-    with pytest.raises(TaskConflict, match="Only a failed task can be retried"):
+    # A new attempt is a new run: its own id, named by the history row that started it.
+    assert again.run_id and again.run_id != task.run_id
+    assert list(again.history.order_by("at", "id").values_list("run_id", flat=True)) == [
+        task.run_id, task.run_id, again.run_id
+    ]  # fmt: skip
+    with pytest.raises(TaskConflict, match="Only a failed or cancelled task can be retried"):
         task_retry(task_id=task.task_id)
 
 
@@ -83,8 +89,8 @@ def test_cancel_marks_the_task_for_its_node(demo: Cluster, django_capture_on_com
     task = alloc(B)
     with django_capture_on_commit_callbacks(execute=True):
         cancelled = task_cancel(task_id=task.task_id, source="op")
-    assert cancelled.task_status == "cancelled"
-    assert is_cancelled(task.task_id)
+    assert cancelled.task_status == "cancelled"  # never published: no node can have it
+    assert run_end.end_of(task.run_id) is run_end.End.CANCEL
     fail(task)  # a late report from the node changes nothing
     task.refresh_from_db()
     assert task.task_status == "cancelled"
@@ -97,7 +103,7 @@ def test_least_loaded_picks_the_online_node_with_least_work(demo: Cluster, setti
     alloc(B)
     Node.objects.filter(name=C).update(last_heartbeat=datetime.now(UTC) - timedelta(hours=1))  # offline
     units = [{"node": A}, {"node": B}, {"node": C}]
-    task, _ = task_create(task_type="volume_create", task_data=vol_data("v1", units))
+    task, _ = task_create(task_type="volume_create", execute=True, task_data=vol_data("v1", units))
     assert task.node == B
 
 
@@ -111,11 +117,11 @@ def test_explicit_rule_needs_a_node(demo: Cluster, settings: Any) -> None:
 def test_dependent_tasks_share_a_node_and_wait_their_turn(demo: Cluster, settings: Any) -> None:
     settings.TASKHUB_ASSIGNMENT = {"volume_start": "least_loaded", "volume_stop": "least_loaded"}
     units = [{"node": A}, {"node": B}]
-    create, _ = task_create(task_type="volume_create", task_data=vol_data("v1", units))
+    create, _ = task_create(task_type="volume_create", execute=True, task_data=vol_data("v1", units))
     Volume.objects.create(name="v1", cluster=demo, type="replicate", state="created")
     for _ in range(3):
         alloc(A)  # A is now the busiest; the rule alone would move the start to B
-    start, _ = task_create(task_type="volume_start", task_data={"cluster": "demo", "name": "v1"})
+    start, _ = task_create(task_type="volume_start", execute=True, task_data={"cluster": "demo", "name": "v1"})
     assert create.node == A and start.node == A
     assert start.order_key == create.order_key == "volume:demo:v1"
     # The start must not run while the create is unfinished.
@@ -125,10 +131,10 @@ def test_dependent_tasks_share_a_node_and_wait_their_turn(demo: Cluster, setting
 
 def test_order_release_publishes_the_next_task(demo: Cluster, redis_stream: redis.Redis) -> None:
     units = [{"node": A}, {"node": B}]
-    create, _ = task_create(task_type="volume_create", task_data=vol_data("v2", units))
+    create, _ = task_create(task_type="volume_create", execute=True, task_data=vol_data("v2", units))
     GlobalTask.objects.filter(pk=create.pk).update(task_status="completed")
     Volume.objects.create(name="v2", cluster=demo, type="replicate", state="created")
-    start, _ = task_create(task_type="volume_start", task_data={"cluster": "demo", "name": "v2"})
+    start, _ = task_create(task_type="volume_start", execute=True, task_data={"cluster": "demo", "name": "v2"})
     assert dispatch.publish_next("volume:demo:v2") is True
     assert GlobalTask.objects.get(pk=start.task_id).dispatched_at is not None
     from taskhub.celery import app
@@ -141,11 +147,11 @@ def test_a_silent_node_goes_offline_and_its_tasks_fail_or_move(demo: Cluster, se
     settings.TASKHUB_NODE_OFFLINE_SECONDS = 20
     stale = datetime.now(UTC) - timedelta(seconds=60)
     running = alloc(A)
-    task_transition(update=StatusUpdate(running.task_id, "in_progress"))
+    node_report(running.task_id, "in_progress")
     units = [{"node": A}, {"node": B}]
-    vol, _ = task_create(task_type="volume_create", task_data=vol_data("v3", units))
+    vol, _ = task_create(task_type="volume_create", execute=True, task_data=vol_data("v3", units))
     busy_live = alloc(B)
-    task_transition(update=StatusUpdate(busy_live.task_id, "in_progress"))
+    node_report(busy_live.task_id, "in_progress")
     Node.objects.filter(name=A).update(last_heartbeat=stale)
 
     assert sweep_dead_nodes() == 1
@@ -163,8 +169,8 @@ def test_a_silent_node_goes_offline_and_its_tasks_fail_or_move(demo: Cluster, se
 
 
 def test_a_heartbeat_brings_a_node_back(demo: Cluster) -> None:
-    from tasks_app.cluster_services import record_heartbeats
-    from tasks_app.update_stream import Heartbeat
+    from tasks_app.fleet.services import record_heartbeats
+    from workers.protocol.messages import Heartbeat
 
     Node.objects.filter(name=A).update(offline_since=datetime.now(UTC))
     record_heartbeats([Heartbeat(node=A, at=time.time(), info={})])
@@ -192,7 +198,7 @@ def test_long_poll_returns_when_the_task_changes(client: Client, demo: Cluster) 
 
     def later() -> None:
         time.sleep(0.5)
-        task_transition(update=StatusUpdate(task.task_id, "in_progress", {"progress": {"percent": 10}}))
+        node_report(task.task_id, "in_progress", {"progress": {"percent": 10}})
 
     thread = threading.Thread(target=later)
     started = time.monotonic()

@@ -13,12 +13,11 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
 
-from tasks_app import retention
 from tasks_app.models import GlobalTask, TaskStatusChange, now_ts
-from tasks_app.services import task_create
-from tasks_app.transitions import StatusUpdate, task_transition
-from workers.queues import PURGE_TASK, SERVER_QUEUE
-from workers.routing import route_task
+from tasks_app.ops import retention
+from tasks_app.tasks.services import task_create
+from tasks_app.tasks.transitions import StatusUpdate, task_transition
+from workers.protocol.queues import PURGE_TASK, SERVER_QUEUE, route_task
 
 pytestmark = pytest.mark.django_db
 
@@ -177,7 +176,7 @@ def test_purge_tasks_command(settings: Any) -> None:
 
 
 def test_the_scheduler_runs_it_on_the_server_queue(settings: Any) -> None:
-    from workers.tasks import purge_finished
+    from tasks_app.ops.scheduled import purge_finished
 
     settings.TASKHUB_RETENTION_DAYS = 30
     settings.TASKHUB_ARCHIVE_DIR = ""

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from tasks_app.models import GlobalTask, TaskStatusChange
-from tasks_app.writer import run_once
+from tasks_app.tasks.writer import run_once
 
 pytestmark = pytest.mark.django_db
 

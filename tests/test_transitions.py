@@ -8,9 +8,9 @@ import pytest
 from django.db import connection
 
 from tasks_app.models import GlobalTask, TaskStatusChange
-from tasks_app.services import task_create
-from tasks_app.status import Verdict
-from tasks_app.transitions import StatusUpdate, task_transition, task_transition_many
+from tasks_app.tasks.services import task_create
+from tasks_app.tasks.transitions import StatusUpdate, task_transition, task_transition_many
+from workers.protocol.status import Verdict
 
 
 def history(task_id: str) -> list[tuple[str, str]]:

@@ -10,12 +10,13 @@ import pytest
 import redis
 from django.db.models import Sum
 
-from tasks_app import update_stream
 from tasks_app.models import GlobalTask, StreamOffset, TaskStatusChange
-from tasks_app.services import task_create, task_update_push
-from tasks_app.transitions import StatusUpdate
-from tasks_app.writer import run_once
+from tasks_app.tasks import stream as update_stream
+from tasks_app.tasks.services import task_create, task_update_push
+from tasks_app.tasks.transitions import StatusUpdate
+from tasks_app.tasks.writer import run_once
 from tests.helpers import start_manage, stop, wait_until
+from workers.protocol import keys
 
 pytestmark = pytest.mark.redis
 
@@ -65,8 +66,8 @@ def test_committed_entries_leave_redis_and_the_offset_moves(redis_stream: redis.
 def test_poison_entries_and_deleted_tasks_do_not_stop_the_writer(redis_stream: redis.Redis) -> None:
     task, _ = task_create(task_type="t")
     gone, _ = task_create(task_type="t")
-    shard = update_stream.shard_for(task.task_id)
-    redis_stream.xadd(update_stream.stream_key(shard), {"garbage": "1"})
+    shard = keys.shard_for(task.task_id)
+    redis_stream.xadd(keys.stream_key(shard), {"garbage": "1"})
     task_update_push(task_id=gone.task_id, status="completed")
     GlobalTask.objects.filter(pk=gone.pk).delete()
     task_update_push(task_id=task.task_id, status="completed")
@@ -153,7 +154,7 @@ def test_two_writers_keep_each_tasks_updates_in_order(child_env: dict[str, str],
 def test_entries_the_database_refuses_are_skipped_not_fatal(redis_stream: redis.Redis) -> None:
     task, _ = task_create(task_type="t")
     other, _ = task_create(task_type="t")
-    key = update_stream.stream_key(update_stream.shard_for(task.task_id))
+    key = keys.stream_key(keys.shard_for(task.task_id))
     redis_stream.xadd(key, {"task_id": task.task_id, "status": "bogus"})
     redis_stream.xadd(key, {"task_id": task.task_id, "status": "completed", "data": "[1]"})
     # Written by something other than our API, which refuses NUL: PostgreSQL refuses it in jsonb.

@@ -2,13 +2,15 @@ from django.apps import AppConfig
 
 
 class WorkersConfig(AppConfig):
+    """The node's app: installed by taskhub/settings_node.py only, never by the server."""
+
     name = "workers"
     verbose_name = "Node workers"
 
     def ready(self) -> None:
-        # Signal receivers report task status from every worker process.
-        from workers import registry, signals  # noqa: F401
+        # Signal receivers report each run's status from the worker process.
+        from workers.node import signals  # noqa: F401
+        from workers.protocol import specs
 
-        # Every process (web, writers, nodes) knows every task type and completion hook, including
-        # those registered by TASKHUB_HANDLER_MODULES.
-        registry.load()
+        # Every type this node can run, including those registered by TASKHUB_HANDLER_MODULES.
+        specs.load()

@@ -6,9 +6,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from tasks_app.cluster_selectors import node_is_online
+from tasks_app.fleet.selectors import node_is_online
 from tasks_app.models import Cluster, Node, StorageUnit, Volume
-from workers.handlers.payload import NAME_RE
+from workers.protocol.payload import NAME_RE
 
 
 class ClusterSerializer(serializers.ModelSerializer[Cluster]):
@@ -31,12 +31,17 @@ class ClusterSerializer(serializers.ModelSerializer[Cluster]):
 class NodeSerializer(serializers.ModelSerializer[Node]):
     cluster = serializers.SlugRelatedField(slug_field="name", queryset=Cluster.objects.all())
     online = serializers.SerializerMethodField()
+    state = serializers.ChoiceField(
+        choices=[Node.State.MEMBER, Node.State.JOINING],
+        required=False,
+        help_text="member (default), or joining: a node_addition task makes it a member",
+    )
 
     class Meta:
         model = Node
-        fields = ["id", "name", "cluster", "state", "transport", "online", "last_heartbeat", "data_dir",
-                  "capacity_blocks"]  # fmt: skip
-        read_only_fields = ["id", "state", "online", "last_heartbeat", "data_dir", "capacity_blocks"]
+        fields = ["id", "name", "cluster", "state", "transport", "online", "registered_at", "last_heartbeat",
+                  "data_dir", "capacity_blocks"]  # fmt: skip
+        read_only_fields = ["id", "online", "registered_at", "last_heartbeat", "data_dir", "capacity_blocks"]
 
     def get_online(self, obj: Node) -> bool:
         return node_is_online(obj)

@@ -13,7 +13,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tasks_app import cluster_selectors, cluster_services, services
 from tasks_app.api.cluster_serializers import (
     ClusterSerializer,
     NodeSerializer,
@@ -23,7 +22,10 @@ from tasks_app.api.cluster_serializers import (
 from tasks_app.api.permissions import NodePullAccess
 from tasks_app.api.serializers import TaskSerializer
 from tasks_app.api.v1 import request_source
+from tasks_app.fleet import selectors as cluster_selectors
+from tasks_app.fleet import services as cluster_services
 from tasks_app.models import Cluster, Node
+from tasks_app.tasks import services
 
 
 class ClusterViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Cluster]):
@@ -43,8 +45,8 @@ class ClusterViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Clus
 
 
 class NodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Node]):
-    """Nodes, addressable by id or name. POST registers a node as a member directly; the task way
-    (which prepares the node itself) is a node_addition task."""
+    """Nodes, addressable by id or name. POST registers a node: a member at once, or with
+    "state": "joining", for a node_addition task (which has the node prepare itself) to make it one."""
 
     serializer_class = NodeSerializer
     lookup_value_regex = "[^/]+"
@@ -59,7 +61,10 @@ class NodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Node]):
     def perform_create(self, serializer: Any) -> None:
         data = serializer.validated_data
         serializer.instance = cluster_services.node_register(
-            cluster=data["cluster"], name=data["name"], transport=data.get("transport", Node.Transport.QUEUE)
+            cluster=data["cluster"],
+            name=data["name"],
+            transport=data.get("transport", Node.Transport.QUEUE),
+            state=data.get("state", Node.State.MEMBER),
         )
 
 
@@ -105,7 +110,7 @@ class VolumeViewSet(viewsets.ViewSet):
 
     def _task(self, request: Request, task_type: str, task_data: dict[str, Any], node: str | None = None) -> Response:
         task, _ = services.task_create(
-            task_type=task_type, task_data=task_data, node=node, source=request_source(request)
+            task_type=task_type, task_data=task_data, execute=True, node=node, source=request_source(request)
         )
         return Response(TaskSerializer(task, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 

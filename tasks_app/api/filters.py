@@ -3,7 +3,7 @@ from __future__ import annotations
 import django_filters
 
 from tasks_app.models import GlobalTask
-from tasks_app.status import STATUS_VALUES
+from workers.protocol.status import STATUS_VALUES
 
 
 class TaskFilter(django_filters.FilterSet):  # type: ignore[misc]  # django-filter ships no types

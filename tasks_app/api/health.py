@@ -6,7 +6,8 @@ import redis
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 
-from tasks_app import update_stream
+from tasks_app.tasks import stream
+from workers.protocol.connection import client
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -18,9 +19,9 @@ def health(request: HttpRequest) -> JsonResponse:
     except DatabaseError as exc:
         checks["database"] = f"error: {exc}"
     try:
-        update_stream.client().ping()
+        client().ping()
         checks["redis"] = "ok"
-        checks["update_backlog"] = str(update_stream.backlog())
+        checks["update_backlog"] = str(stream.backlog())
     except redis.RedisError as exc:
         checks["redis"] = f"error: {exc}"
     healthy = checks["database"] == "ok" and checks["redis"] == "ok"

@@ -1,4 +1,4 @@
-"""GET /metrics: the Prometheus exposition (tasks_app.metrics).
+"""GET /metrics: the Prometheus exposition (tasks_app/ops/metrics.py).
 
 Public by default. With TASKHUB_METRICS_PUBLIC=false it answers only
   - a staff user logged in to the admin (session), or
@@ -16,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
-from tasks_app import metrics
 from tasks_app.api.permissions import node_of
+from tasks_app.ops import metrics
 
 
 class BearerTokenAuthentication(TokenAuthentication):

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from tasks_app.errors import InvalidInput
-from tasks_app.selectors import decode_cursor, encode_cursor
+from tasks_app.tasks.selectors import decode_cursor, encode_cursor
 
 
 class KeysetPagination(BasePagination):

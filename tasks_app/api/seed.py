@@ -1,7 +1,7 @@
 """The seed API: the reference Global tasks DB service's paths, envelopes and status codes.
 
 Plain Django views rather than DRF: these paths carry most of the traffic, and the contract is
-small and fixed. Input checks live in tasks_app.validation, writes in services, reads in selectors.
+small and fixed. Input checks live in tasks_app/tasks/validation.py, writes in services, reads in selectors.
 """
 
 from __future__ import annotations
@@ -16,24 +16,17 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from tasks_app import selectors, services, validation
 from tasks_app.api import permissions
 from tasks_app.api.errors import seed_error
 from tasks_app.errors import InvalidInput, TaskhubError
-from tasks_app.models import GlobalTask
+from tasks_app.tasks import selectors, services, validation
+from tasks_app.tasks.models import SEED_FIELDS, GlobalTask
 
-SEED_FIELDS = (
-    "task_id",
-    "task_data",
-    "task_type",
-    "task_update_timestamp",
-    "task_create_timestamp",
-    "task_status",
-    "task_status_data",
-)
-_CREATE_FIELDS = ("task_id", "task_data", "task_type", "task_status", "task_status_data")
+# The reference service's fields, and taskhub's documented opt-in to execution ("execute", "node").
+_CREATE_FIELDS = ("task_id", "task_data", "task_type", "task_status", "task_status_data", "execute", "node")
 _PUT_FIELDS = ("task_data", "task_type", "task_status", "task_status_data")
-_UPDATE_FIELDS = ("task_id", "status", "task_status_data")
+# "run_id": for a node account (a pull agent) reporting on one run of its task.
+_UPDATE_FIELDS = ("task_id", "status", "task_status_data", "run_id")
 _LIST_PARAMS = ("task_type", "task_status", "updated_since", "limit", "after")
 
 View = Callable[..., HttpResponse]
@@ -100,14 +93,21 @@ def _source(request: HttpRequest, what: str) -> str:
 
 @seed_view(("POST",))
 def task_create(request: HttpRequest) -> HttpResponse:
+    """A tracked task, stored exactly as sent, as in the reference service; with "execute": true,
+    an executed one (its type must be executable; "node" may choose where it runs)."""
     body = json_body(request)
     validation.reject_unknown(body, _CREATE_FIELDS)
+    node = body.get("node")
+    if node is not None and not isinstance(node, str):
+        raise InvalidInput("'node' must be a node name")
     task, _created = services.task_create(
         task_id=validation.task_id(body["task_id"]) if "task_id" in body else None,
         task_type=validation.task_type(body.get("task_type", "")),
         task_data=validation.json_object(body.get("task_data", {}), "task_data"),
         task_status=validation.status(body.get("task_status", "pending")),
         task_status_data=validation.json_object(body.get("task_status_data", {}), "task_status_data"),
+        execute=validation.boolean(body.get("execute", False), "execute"),
+        node=node or None,
         source=_source(request, "POST /task"),
     )
     return ok({"message": "Task created", "task_id": task.task_id})
@@ -170,11 +170,16 @@ def task_update_push(request: HttpRequest) -> HttpResponse:
     status_data = body.get("task_status_data")
     task_id = validation.task_id(body["task_id"])
     permissions.seed_require_own_task(request, task_id)
+    run_id = body.get("run_id", "")
+    if not isinstance(run_id, str) or len(run_id) > 36:
+        raise InvalidInput("'run_id' must be the run id the pull API gave with the task")
     services.task_update_push(
         task_id=task_id,
         status=validation.status(body["status"], "status"),
         task_status_data=validation.json_object(status_data, "task_status_data") if status_data is not None else None,
         source=_source(request, "POST /task_update"),
+        reporter=permissions.node_of(getattr(request, "user", None)),
+        run_id=run_id,
     )
     return JsonResponse({"success": True, "message": "Task update pushed successfully"})
 

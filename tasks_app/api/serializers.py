@@ -1,4 +1,4 @@
-"""Serializers for /api/v1. Validation reuses tasks_app.validation; saving goes through services."""
+"""Serializers for /api/v1. Validation reuses tasks_app/tasks/validation.py; saving goes through services."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 from rest_framework import serializers
 
-from tasks_app import validation
 from tasks_app.errors import InvalidInput
-from tasks_app.models import GlobalTask, TaskStatusChange
-from tasks_app.status import STATUS_VALUES
+from tasks_app.tasks import dispatch, validation
+from tasks_app.tasks.models import SEED_FIELDS, GlobalTask, TaskStatusChange
+from workers.protocol.status import STATUS_VALUES
 
 
 def _check(fn: Any, *args: Any) -> Any:
@@ -19,31 +19,38 @@ def _check(fn: Any, *args: Any) -> Any:
         raise serializers.ValidationError(exc.message) from exc
 
 
+class StatusField(serializers.ChoiceField):
+    """A status by its name or a documented alias ("complete"), in any case; `cancelling` is a cancel's."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=STATUS_VALUES, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        return str(_check(validation.status, data))
+
+
 class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
     task_id = serializers.CharField(required=False, help_text="uuid4 by default; a client may choose its own")
     task_data = serializers.JSONField(required=False, help_text="a JSON object")
-    task_status = serializers.ChoiceField(choices=STATUS_VALUES, required=False)
+    task_status = StatusField(required=False)
     task_status_data = serializers.JSONField(required=False, help_text="a JSON object")
+    execute = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        write_only=True,
+        help_text="run it on a node (default: when task_type is executable); false stores a tracked record",
+    )
+    executed = serializers.BooleanField(read_only=True, help_text="run by a node, not a record its caller drives")
     node = serializers.CharField(
-        required=False, allow_blank=True, help_text="run on this node (default: the type's first participant)"
+        required=False, allow_blank=True, help_text="run on this node (default: the type's rule, its first participant)"
     )
     history_url = serializers.HyperlinkedIdentityField(view_name="task-history", lookup_field="pk")
 
     class Meta:
         model = GlobalTask
-        fields = [
-            "task_id",
-            "task_data",
-            "task_type",
-            "task_update_timestamp",
-            "task_create_timestamp",
-            "task_status",
-            "task_status_data",
-            "node",
-            "attempts",
-            "history_url",
-        ]
-        read_only_fields = ["task_update_timestamp", "task_create_timestamp", "attempts"]
+        fields = [*SEED_FIELDS, "execute", "executed", "node", "run_id", "attempts", "history_url"]
+        read_only_fields = ["task_update_timestamp", "task_create_timestamp", "run_id", "attempts"]
 
     def validate_task_id(self, value: str) -> str:
         if self.instance is not None and value != self.instance.task_id:
@@ -59,16 +66,20 @@ class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # DRF drops unknown keys silently; a typo in a field name should be an error instead.
         if isinstance(self.initial_data, dict):
-            writable = {"task_id", "task_data", "task_type", "task_status", "task_status_data", "node"}
-            if self.instance is not None and "node" in self.initial_data:
-                raise serializers.ValidationError({"node": "the node is chosen when the task is created"})
+            writable = {"task_id", "task_data", "task_type", "task_status", "task_status_data", "node", "execute"}
+            for fixed in ("node", "execute"):
+                if self.instance is not None and fixed in self.initial_data:
+                    raise serializers.ValidationError({fixed: "is chosen when the task is created"})
             unknown = sorted(set(self.initial_data) - writable)
             if unknown:
                 raise serializers.ValidationError(dict.fromkeys(unknown, "Unknown or read-only field"))
+        if self.instance is None and attrs.get("execute") is None:
+            # The orchestrator's API runs an executable type unless told not to; naming a node asks for it.
+            attrs["execute"] = dispatch.executable(attrs.get("task_type", "")) or bool(attrs.get("node"))
         return attrs
 
 
 class TaskHistorySerializer(serializers.ModelSerializer[TaskStatusChange]):
     class Meta:
         model = TaskStatusChange
-        fields = ["from_status", "to_status", "at", "source"]
+        fields = ["from_status", "to_status", "at", "run_id", "source"]

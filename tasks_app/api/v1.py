@@ -11,13 +11,13 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from tasks_app import selectors, services
 from tasks_app.api.filters import TaskFilter
 from tasks_app.api.pagination import KeysetPagination
 from tasks_app.api.permissions import TaskAccess
 from tasks_app.api.serializers import TaskHistorySerializer, TaskSerializer
 from tasks_app.errors import InvalidInput
-from tasks_app.models import GlobalTask
+from tasks_app.tasks import selectors, services
+from tasks_app.tasks.models import GlobalTask
 
 
 def request_source(request: Request) -> str:
@@ -52,6 +52,7 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
             task_data=data.get("task_data"),
             task_status=data.get("task_status", "pending"),
             task_status_data=data.get("task_status_data"),
+            execute=bool(data.get("execute")),
             node=data.get("node") or None,
             source=request_source(request),
         )
@@ -93,14 +94,14 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
     @extend_schema(request=None, responses=TaskSerializer)
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
-        """Re-trigger a failed task: same id, a new attempt, its history kept."""
+        """Re-trigger a failed or cancelled executed task: same id, a new run, its history kept."""
         task = services.task_retry(task_id=self.get_object().task_id, source=request_source(request))
         return Response(self.get_serializer(task).data)
 
     @extend_schema(request=None, responses=TaskSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
-        """Cancel an unfinished task; a running one is stopped on its node."""
+        """Cancel an unfinished task. One a node may be running is `cancelling` until its node stops."""
         task = services.task_cancel(task_id=self.get_object().task_id, source=request_source(request))
         return Response(self.get_serializer(task).data)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tasks_app import accounts
 from tasks_app.models import Node
+from tasks_app.ops import accounts
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tasks_app import accounts
+from tasks_app.ops import accounts
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """`python manage.py purge_tasks [--days N] [--dry-run]`: delete finished tasks not updated for N days.
 
-The same service the scheduler runs every TASKHUB_RETENTION_EVERY_SECONDS (tasks_app.retention), in
+The same service the scheduler runs every TASKHUB_RETENTION_EVERY_SECONDS (tasks_app/ops/retention.py), in
 the same short transactions of --batch-size rows; by hand it goes on until nothing eligible is left,
 unless --max-batches or --max-seconds say otherwise.
 """
@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tasks_app.retention import purge_finished
+from tasks_app.ops.retention import purge_finished
 
 
 class Command(BaseCommand):

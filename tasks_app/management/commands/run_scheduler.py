@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from workers.queues import SERVER_QUEUE
+from workers.protocol.queues import SERVER_QUEUE
 
 
 class Command(BaseCommand):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
 from typing import Any
 
@@ -11,10 +12,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
-from cli import config as cli_config
-from cli.errors import CliError
 from taskhub import devstack
-from tasks_app import accounts, cluster_services
+from tasks_app.fleet import services as cluster_services
+from tasks_app.ops import accounts
 
 
 class Command(BaseCommand):
@@ -64,7 +64,7 @@ class Command(BaseCommand):
             for name in nodes:
                 data_dir = settings.VAR_DIR / "nodes" / name
                 cluster_services.node_register(cluster=cluster, name=name, data_dir=str(data_dir))
-                argv = [*manage, "run_node", name, "--data-dir", str(data_dir), "--loglevel", "WARNING"]
+                argv = [sys.executable, "-m", "workers", name, "--data-dir", str(data_dir), "--loglevel", "WARNING"]
                 procs.append(devstack.Proc(f"node {name}", argv, env))
         self._banner(
             options["addr"], seed_addr, env.get("REDIS_URL", settings.REDIS_URL), options["demo_cluster"], nodes
@@ -108,20 +108,22 @@ class Command(BaseCommand):
         self.stdout.write("\n".join(lines))
 
     def _cli_login(self, username: str, base: str) -> tuple[str, str]:
-        """The admin's API token, and the CLI logged in with it: its config file is written when there is
-        none, or when it points at this same URL (a stale token of an earlier run). A config for any other
-        server is left alone."""
+        """The admin's API token, and the CLI logged in with it, through its own command (the server never
+        imports the CLI): its config file is written when there is none, or when it points at this same
+        URL (a stale token of an earlier run). A config for any other server is left alone."""
         user = get_user_model()._default_manager.get_by_natural_key(username)
         token = accounts.token_issue(user=user)
-        path = cli_config.config_path()
+        login = [sys.executable, "-m", "cli", "login", "--url", base, "--token-stdin", "--keep-other"]
         try:
-            saved = cli_config.load()
-            if saved is not None and saved.url.rstrip("/") != base:
-                return token, f"{path} is for {saved.url}; left alone (use the export line above)"
-            cli_config.save(url=base, token=token)
-        except (OSError, CliError) as exc:
-            return token, f"not logged in: {getattr(exc, 'message', exc)} (use the export line above)"
-        return token, f".venv/bin/taskhub is logged in as {username!r} ({path})"
+            done = subprocess.run(login, input=token + "\n", capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return token, f"not logged in: {exc} (use the export line above)"
+        said = (done.stdout or done.stderr).strip().splitlines()
+        if done.returncode != 0:
+            return token, f"not logged in: {said[-1] if said else done.returncode} (use the export line above)"
+        if said and "left alone" in said[-1]:
+            return token, f"{said[-1]} (use the export line above)"
+        return token, f".venv/bin/taskhub is logged in as {username!r} ({said[-1] if said else 'saved'})"
 
     def _admin_login(self) -> tuple[str, str]:
         """Make sure there is an admin to log in with; print how, without overwriting a real account."""

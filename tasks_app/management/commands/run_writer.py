@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from tasks_app.writer import run_forever
+from tasks_app.tasks.writer import run_forever
 
 
 class Command(BaseCommand):

@@ -1,0 +1,1 @@
+"""Clusters, nodes and their records: registration, heartbeats, the pull API, dead nodes."""

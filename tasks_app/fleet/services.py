@@ -1,0 +1,78 @@
+"""Writes to the cluster records outside completion hooks: registration and heartbeats."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from django.db import transaction
+
+from tasks_app.fleet.models import Cluster, Node
+from tasks_app.tasks.models import GlobalTask
+from workers.protocol.messages import Heartbeat, Origin, StatusUpdate
+
+
+def cluster_ensure(*, name: str) -> Cluster:
+    cluster, _ = Cluster.objects.get_or_create(name=name, defaults={"state": Cluster.State.READY})
+    return cluster
+
+
+def node_register(
+    *,
+    cluster: Cluster,
+    name: str,
+    data_dir: str = "",
+    capacity_blocks: int = 0,
+    transport: str = Node.Transport.QUEUE,
+    state: str = Node.State.MEMBER,
+) -> Node:
+    """Register a node: a member of the cluster at once (the demo set-up), or `joining`, for a
+    node_addition task to make it one after the node has prepared itself."""
+    node, _ = Node.objects.update_or_create(
+        name=name,
+        defaults={
+            "cluster": cluster,
+            "state": state,
+            "data_dir": data_dir,
+            "capacity_blocks": capacity_blocks,
+            "transport": transport,
+        },
+    )
+    return node
+
+
+def record_heartbeats(beats: Sequence[Heartbeat]) -> None:
+    """Keep each node's newest heartbeat. Beats from nodes we do not know are ignored."""
+    newest: dict[str, Heartbeat] = {}
+    for beat in beats:
+        if beat.node not in newest or beat.at > newest[beat.node].at:
+            newest[beat.node] = beat
+    for name, beat in newest.items():
+        # A heartbeat brings an offline node back.
+        fields: dict[str, object] = {"last_heartbeat": datetime.fromtimestamp(beat.at, UTC), "offline_since": None}
+        if isinstance(beat.info.get("capacity_blocks"), int):
+            fields["capacity_blocks"] = beat.info["capacity_blocks"]
+        if isinstance(beat.info.get("data_dir"), str):
+            fields["data_dir"] = beat.info["data_dir"]
+        Node.objects.filter(name=name).update(**fields)
+
+
+def node_pull_tasks(*, node: Node, since: int | None = None) -> list[GlobalTask]:
+    """Kadalu's pull: the node's unfinished tasks, oldest first; the pending ones become received as
+    they are fetched (the rows returned show that). A cancelling one tells the agent to stop it.
+    Each row carries its run id, which the agent's reports name."""
+    from tasks_app.fleet.selectors import node_open_tasks
+    from tasks_app.tasks.transitions import task_transition_many
+
+    with transaction.atomic():
+        rows = list(node_open_tasks(node=node, since=since).values_list("task_id", "run_id")[:500])
+        task_transition_many(
+            updates=[
+                StatusUpdate(
+                    task_id=task_id, status="received", source=f"pull:{node.name}", run_id=run_id, origin=Origin.NODE
+                )
+                for task_id, run_id in rows
+            ]
+        )
+        ids = [task_id for task_id, _ in rows]
+    return list(GlobalTask.objects.filter(pk__in=ids).order_by("task_create_timestamp", "task_id"))

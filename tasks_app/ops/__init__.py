@@ -1,0 +1,1 @@
+"""Operating it: metrics, retention, the dashboard, accounts and tokens, and the scheduler's tasks."""

@@ -1,0 +1,265 @@
+"""Prometheus metrics. Web, writers and the scheduler are separate processes, so counters live in
+Redis (one hash, `<TASKHUB_STREAM_PREFIX>:metrics`) and a custom collector reads them, together with
+gauges taken from the database and the update stream, when /metrics is scraped.
+
+Recording is best-effort: a Redis failure is logged and swallowed, it never fails a create or a
+batch. Counts are recorded when the transaction that made the change commits, so a rolled-back
+change is never counted.
+
+Counted here:
+  taskhub_tasks_created_total{task_type}            services.task_create, when a task is created
+  taskhub_tasks_finished_total{task_type,status}    transitions.task_transition_many, every applied
+                                                    change to completed/failed/cancelled, whatever
+                                                    the writer (update stream, PUT, admin, API)
+  taskhub_writer_batch_size / _seconds (histograms) writer.apply_shard_batch, after its commit
+  taskhub_tasks_purged_total                        retention.purge_finished, after each batch
+  taskhub_reports_ignored_total                     transitions: node reports about another run than
+                                                    the task's current one, ignored
+Read at scrape time:
+  taskhub_update_stream_backlog, taskhub_update_stream_lag_seconds, taskhub_tasks{status},
+  taskhub_nodes_online{cluster}, taskhub_metrics_source_up{source}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from functools import partial
+
+import redis
+from django.db import DatabaseError, transaction
+from django.db.models import Count, Q
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from workers.protocol import keys
+from workers.protocol.connection import client
+from workers.protocol.status import STATUS_VALUES, TERMINAL
+
+log = logging.getLogger(__name__)
+
+# Upper bounds (le) of the writer histograms' buckets; +Inf is implied.
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+BATCH_SECONDS_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+_HISTOGRAMS = {"batch_size": BATCH_SIZE_BUCKETS, "batch_seconds": BATCH_SECONDS_BUCKETS}
+
+
+def key() -> str:
+    """The Redis hash that holds every counter."""
+    return keys.metrics_key()
+
+
+def _le(bound: float) -> str:
+    """A bucket's upper bound as its `le` label (1.0, 0.005, +Inf)."""
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def _field(*parts: str) -> str:
+    # JSON, so any task_type (it may hold ':' or '|') round-trips exactly.
+    return json.dumps(parts, separators=(",", ":"))
+
+
+def _client() -> redis.Redis:
+    return client()
+
+
+def _incr(counts: dict[str, int], floats: dict[str, float] | None = None) -> None:
+    """HINCRBY each field in one round trip. Never raises: metrics must not break the work."""
+    try:
+        pipe = _client().pipeline(transaction=False)
+        for name, n in counts.items():
+            pipe.hincrby(key(), name, n)
+        for name, x in (floats or {}).items():
+            pipe.hincrbyfloat(key(), name, x)
+        pipe.execute()  # type: ignore[no-untyped-call]
+    except (redis.RedisError, OSError) as exc:
+        log.warning("metrics not recorded (Redis): %s", exc)
+    except Exception:  # a metric is never worth a failed request
+        log.exception("metrics not recorded")
+
+
+def _on_commit(counts: dict[str, int]) -> None:
+    if counts:
+        transaction.on_commit(partial(_incr, counts), robust=True)
+
+
+# --- recording ---------------------------------------------------------------------------------
+
+
+def count_created(task_type: str) -> None:
+    """A task was created; counted when the transaction commits (at once outside of one)."""
+    _on_commit({_field("created", task_type): 1})
+
+
+def count_finished(changes: Iterable[tuple[str, str]]) -> None:
+    """Applied status changes as (task_type, to_status); those to a final status are counted when
+    the transaction commits."""
+    counted = Counter(_field("finished", ttype, status) for ttype, status in changes if status in TERMINAL)
+    _on_commit(dict(counted))
+
+
+def count_ignored_reports(n: int) -> None:
+    """Node reports the writers ignored because they were about another run than the task's current
+    one (an old attempt, a deleted task's), counted when the batch commits."""
+    _on_commit({_field("reports_ignored"): n})
+
+
+def count_purged(n: int) -> None:
+    """Finished tasks deleted by retention (tasks_app/ops/retention.py), after their batch committed."""
+    if n > 0:
+        _incr({_field("purged"): n})
+
+
+def observe_writer_batch(*, entries: int, seconds: float) -> None:
+    """One committed writer batch: its size in entries and its duration."""
+    counts: dict[str, int] = {}
+    floats: dict[str, float] = {}
+    for name, value in (("batch_size", float(entries)), ("batch_seconds", seconds)):
+        bound = next((b for b in _HISTOGRAMS[name] if value <= b), float("inf"))
+        counts[_field(name, "bucket", _le(bound))] = 1
+        counts[_field(name, "count")] = 1
+        floats[_field(name, "sum")] = value
+    _incr(counts, floats)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def read_counters() -> dict[tuple[str, ...], float]:
+    """Every stored counter, by its parts: ("created", type), ("finished", type, status), ..."""
+    raw: dict[bytes, bytes] = _client().hgetall(key())  # type: ignore[assignment]
+    out: dict[tuple[str, ...], float] = {}
+    for name, value in raw.items():
+        try:
+            parts = json.loads(name)
+            out[tuple(str(p) for p in parts)] = float(value)
+        except (ValueError, TypeError):
+            continue  # not ours
+    return out
+
+
+def stream_lag_seconds(now: float | None = None) -> float:
+    """Age of the oldest update that no writer has applied yet (0 when there is none), from its
+    stream id's millisecond part. Entries already applied but not yet trimmed do not count."""
+    from tasks_app.tasks.models import StreamOffset
+
+    offsets = dict(StreamOffset.objects.values_list("shard", "last_id"))
+    pipe = _client().pipeline(transaction=False)
+    for shard in range(keys.shard_count()):
+        pipe.xrange(keys.stream_key(shard), min=f"({offsets.get(shard, '0-0')}", max="+", count=1)
+    oldest_ms: float | None = None
+    for entries in pipe.execute():  # type: ignore[no-untyped-call]
+        if entries:
+            sid = entries[0][0]
+            ms = int((sid.decode() if isinstance(sid, bytes) else str(sid)).split("-")[0])
+            oldest_ms = ms if oldest_ms is None else min(oldest_ms, ms)
+    if oldest_ms is None:
+        return 0.0
+    return max(0.0, (time.time() if now is None else now) - oldest_ms / 1000)
+
+
+def _histogram(name: str, doc: str, counters: dict[tuple[str, ...], float]) -> HistogramMetricFamily:
+    prefix = name.removeprefix("taskhub_writer_")
+    buckets: list[tuple[str, float]] = []
+    running = 0.0
+    for bound in (*_HISTOGRAMS[prefix], float("inf")):
+        le = _le(bound)
+        running += counters.get((prefix, "bucket", le), 0.0)
+        buckets.append((le, running))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=counters.get((prefix, "sum"), 0.0))
+
+
+class TaskhubCollector(Collector):
+    """Reads Redis and the database at scrape time. A source that is down is reported through
+    taskhub_metrics_source_up and leaves out its own metrics; the scrape itself still answers."""
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("taskhub_metrics_source_up", "1 if the source answered this scrape", labels=["source"])
+        redis_ok = True
+        try:
+            yield from self._from_redis()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("metrics: Redis unavailable: %s", exc)
+            redis_ok = False
+        up.add_metric(["redis"], 1.0 if redis_ok else 0.0)
+        db_ok = True
+        try:
+            yield from self._from_database()
+        except DatabaseError as exc:
+            log.warning("metrics: database unavailable: %s", exc)
+            db_ok = False
+        up.add_metric(["database"], 1.0 if db_ok else 0.0)
+        yield up
+
+    def _from_redis(self) -> Iterator[Metric]:
+        from tasks_app.tasks import stream
+
+        counters = read_counters()
+        backlog = stream.backlog()
+        try:
+            lag = stream_lag_seconds()
+        except DatabaseError:
+            lag = None  # the offsets are in the database; reported as down below
+        created = CounterMetricFamily("taskhub_tasks_created", "Tasks created", labels=["task_type"])
+        finished = CounterMetricFamily(
+            "taskhub_tasks_finished", "Applied changes to a final status", labels=["task_type", "status"]
+        )
+        purged = CounterMetricFamily(
+            "taskhub_tasks_purged", "Finished tasks deleted by retention", value=counters.get(("purged",), 0.0)
+        )
+        ignored = CounterMetricFamily(
+            "taskhub_reports_ignored",
+            "Node reports about another run than the task's current one",
+            value=counters.get(("reports_ignored",), 0.0),
+        )
+        for parts, value in sorted(counters.items()):
+            if parts[0] == "created" and len(parts) == 2:
+                created.add_metric([parts[1]], value)
+            elif parts[0] == "finished" and len(parts) == 3:
+                finished.add_metric([parts[1], parts[2]], value)
+        yield created
+        yield finished
+        yield purged
+        yield ignored
+        yield GaugeMetricFamily(
+            "taskhub_update_stream_backlog", "Entries in the update stream, all shards", value=float(backlog)
+        )
+        if lag is not None:
+            yield GaugeMetricFamily(
+                "taskhub_update_stream_lag_seconds", "Age of the oldest update not yet applied", value=lag
+            )
+        yield _histogram("taskhub_writer_batch_size", "Entries per committed writer batch", counters)
+        yield _histogram("taskhub_writer_batch_seconds", "Seconds per committed writer batch", counters)
+
+    def _from_database(self) -> Iterator[Metric]:
+        from tasks_app.fleet.selectors import online_cutoff
+        from tasks_app.models import Cluster, GlobalTask
+
+        by_status = dict.fromkeys(STATUS_VALUES, 0)
+        rows = GlobalTask.objects.order_by().values_list("task_status").annotate(n=Count("pk"))
+        for status, n in rows:
+            by_status[status] = n
+        tasks = GaugeMetricFamily("taskhub_tasks", "Tasks in the table, by status", labels=["status"])
+        for status, n in by_status.items():
+            tasks.add_metric([status], float(n))
+        nodes = GaugeMetricFamily("taskhub_nodes_online", "Nodes with a recent heartbeat", labels=["cluster"])
+        online = Count("nodes", filter=Q(nodes__last_heartbeat__gte=online_cutoff()))
+        for name, n in Cluster.objects.order_by("name").annotate(n=online).values_list("name", "n"):
+            nodes.add_metric([name], float(n))
+        yield tasks
+        yield nodes
+
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+REGISTRY.register(TaskhubCollector())
+
+
+def render() -> bytes:
+    """The whole exposition, in the Prometheus text format."""
+    return generate_latest(REGISTRY)

@@ -1,0 +1,104 @@
+"""Reads of the tasks table. Views and serializers call these; nothing here writes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+
+from django.db.models import Q, QuerySet
+
+from tasks_app.errors import InvalidInput, TaskNotFound
+from tasks_app.models import GlobalTask, TaskStatusChange
+from workers.protocol.status import TERMINAL
+
+
+def task_get(*, task_id: str) -> GlobalTask:
+    task = GlobalTask.objects.filter(pk=task_id).first()
+    if task is None:
+        raise TaskNotFound(task_id)
+    return task
+
+
+def task_exists(*, task_id: str) -> bool:
+    return GlobalTask.objects.filter(pk=task_id).exists()
+
+
+def task_filter(
+    *,
+    task_type: str | None = None,
+    task_status: str | None = None,
+    updated_since: int | None = None,
+) -> QuerySet[GlobalTask]:
+    qs = GlobalTask.objects.all()
+    if task_type is not None:
+        qs = qs.filter(task_type=task_type)
+    if task_status is not None:
+        qs = qs.filter(task_status=task_status)
+    if updated_since is not None:
+        qs = qs.filter(task_update_timestamp__gte=updated_since)
+    return qs
+
+
+def task_history(*, task_id: str) -> QuerySet[TaskStatusChange]:
+    return TaskStatusChange.objects.filter(task_id=task_id).order_by("at", "id")
+
+
+@dataclass(frozen=True)
+class Page:
+    tasks: list[GlobalTask]
+    next_cursor: str | None
+
+
+def task_list_page(
+    *,
+    task_type: str | None = None,
+    task_status: str | None = None,
+    updated_since: int | None = None,
+    after: str | None = None,
+    limit: int,
+) -> Page:
+    """One page of tasks, oldest first, keyset-paginated on (create time, id).
+
+    A keyset (not an OFFSET) keeps every page as cheap as the first on millions of rows, and a
+    task created while a client pages through never makes it skip or repeat a row.
+    """
+    qs = task_filter(task_type=task_type, task_status=task_status, updated_since=updated_since)
+    if after is not None:
+        ts, tid = decode_cursor(after)
+        qs = qs.filter(Q(task_create_timestamp__gt=ts) | Q(task_create_timestamp=ts, task_id__gt=tid))
+    rows = list(qs.order_by("task_create_timestamp", "task_id")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].task_create_timestamp, rows[-1].task_id) if more else None
+    return Page(tasks=rows, next_cursor=next_cursor)
+
+
+def encode_cursor(ts: int, task_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{ts}|{task_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts, tid = raw.split("|", 1)
+        return int(ts), tid
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput("'after' is not a cursor returned by this API") from exc
+
+
+def task_wait_for_change(*, task: GlobalTask, timeout: float, interval: float = 0.2) -> GlobalTask:
+    """Long poll: the task as soon as its status or status data differ from `task`, or it is final,
+    or `timeout` seconds have passed (then as it is)."""
+    deadline = time.monotonic() + timeout
+    seen = (task.task_status, task.task_status_data)
+    while task.task_status not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        fresh = GlobalTask.objects.filter(pk=task.pk).first()
+        if fresh is None:
+            raise TaskNotFound(task.task_id)
+        if (fresh.task_status, fresh.task_status_data) != seen:
+            return fresh
+        task = fresh
+    return task

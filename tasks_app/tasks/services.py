@@ -1,0 +1,299 @@
+"""Writes to the tasks table. Every view, admin action and command calls these.
+
+Status changes never happen here directly: they go through tasks_app/tasks/transitions.py.
+
+Two kinds of task share the table. A tracked task is a record its caller drives (the reference Global
+tasks DB's whole job): stored exactly as sent, never handed to a node, moved by its caller's
+updates. An executed task is work taskhub runs on a node, asked for explicitly: its payload is
+validated against its type's spec, it gets a node and a run id, and its status comes from its node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+
+from tasks_app.errors import InvalidInput, TaskConflict, TaskNotFound
+from tasks_app.fleet.models import Node
+from tasks_app.ops import metrics
+from tasks_app.tasks import dispatch, stream
+from tasks_app.tasks.models import GlobalTask, new_run_id, new_task_id, now_ts
+from tasks_app.tasks.transitions import EXISTS, NewTask, task_transition
+from workers.protocol.messages import Origin, StatusUpdate
+from workers.protocol.run_end import End
+from workers.protocol.status import TERMINAL, Status, Verdict
+
+
+def create_fingerprint(
+    *,
+    task_type: str,
+    task_data: dict[str, Any],
+    task_status: str,
+    task_status_data: dict[str, Any],
+    execute: bool = False,
+    node: str | None = None,
+) -> str:
+    parts: list[Any] = [task_type, task_data, task_status, task_status_data]
+    if execute:
+        parts += ["execute", node or ""]
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def task_create(
+    *,
+    task_id: str | None = None,
+    task_type: str = "",
+    task_data: dict[str, Any] | None = None,
+    task_status: str = Status.PENDING.value,
+    task_status_data: dict[str, Any] | None = None,
+    execute: bool = False,
+    node: str | None = None,
+    source: str = "",
+) -> tuple[GlobalTask, bool]:
+    """Insert a task. Returns (task, created).
+
+    A client may choose its own task_id so that retrying a create is safe: the same id with the
+    same body returns the existing task (created=False); with a different body, TaskConflict.
+
+    Without `execute`, the task is tracked: stored exactly as sent, any type, any JSON data. With it,
+    the type must be executable: the payload is validated and checked, the task gets a node (`node`,
+    else its type's rule) and a run, starts pending, and is published to that node's queue once the
+    transaction commits.
+    """
+    task_data = {} if task_data is None else task_data
+    task_status_data = {} if task_status_data is None else task_status_data
+    fingerprint = create_fingerprint(
+        task_type=task_type,
+        task_data=task_data,
+        task_status=task_status,
+        task_status_data=task_status_data,
+        execute=execute,
+        node=node,
+    )
+    if task_id is not None:
+        existing = GlobalTask.objects.filter(pk=task_id).only("create_fingerprint").first()
+        if existing is not None:
+            return _replayed(existing, fingerprint), False
+    task_id = task_id or new_task_id()
+    if execute:
+        prepared = dispatch.prepare(task_type=task_type, task_data=task_data, node=node, task_id=task_id)
+    elif node:
+        raise InvalidInput('node: only an executed task runs on a node; ask for execution with "execute": true')
+    else:
+        prepared = dispatch.Prepared(task_data)
+    ts = now_ts()
+    task = GlobalTask(
+        task_id=task_id,
+        task_type=task_type,
+        task_data=prepared.task_data,
+        task_status=task_status,
+        task_status_data=task_status_data,
+        task_create_timestamp=ts,
+        task_update_timestamp=ts,
+        create_fingerprint=fingerprint,
+        node=prepared.node,
+        run_id=new_run_id() if execute else "",
+        order_key=prepared.order_key,
+    )
+    outcome = task_transition(update=NewTask(task, source))
+    if outcome.reason == EXISTS:
+        # Two creates with the same client-chosen id raced; the loser answers like a retry.
+        existing = GlobalTask.objects.filter(pk=task_id).first()
+        if existing is None:
+            raise TaskConflict(f"Task {task_id!r} could not be created; try again")
+        return _replayed(existing, fingerprint), False
+    if outcome.verdict is not Verdict.APPLY:
+        raise InvalidInput(f"task_status: {outcome.reason}")
+    if execute:
+        # After commit, never before: a worker must not get an id the database doesn't have yet
+        # (outside a transaction this runs at once: the insert has committed). If this process
+        # dies first, the sweep publishes it (tasks_app/tasks/dispatch.py: sweep).
+        transaction.on_commit(partial(dispatch.publish, task.task_id))
+    metrics.count_created(task_type)  # counted on commit; never raises
+    return task, True
+
+
+def _replayed(existing: GlobalTask, fingerprint: str) -> GlobalTask:
+    if existing.create_fingerprint != fingerprint:
+        raise TaskConflict(f"Task {existing.task_id!r} already exists with a different body")
+    return existing
+
+
+_EDITABLE = ("task_data", "task_type", "task_status_data")
+
+
+def task_update(*, task_id: str, changes: dict[str, Any], source: str = "") -> GlobalTask:
+    """Change a task's fields (PUT, the admin). A status change goes through the transition rules
+    (TaskConflict with the reason if refused).
+
+    A tracked task's caller may change anything, its type included: it stays a record, so no node
+    runs it and no completion hook fires, whatever it is called. An executed task runs what was
+    validated when it was created, and its status comes from its node: its type and data cannot
+    change, and a client may only fail it or cancel it."""
+    with transaction.atomic():
+        task = GlobalTask.objects.select_for_update().filter(pk=task_id).only("node", "run_id").first()
+        if task is None:
+            raise TaskNotFound(task_id)
+        status = changes.get("task_status")
+        if task.node:
+            if {"task_data", "task_type"} & set(changes):
+                raise TaskConflict(
+                    f"task_data and task_type of an executed task cannot be changed: node {task.node!r} runs "
+                    "what was validated when it was created"
+                )
+            if "task_status_data" in changes and status != Status.FAILED:
+                raise TaskConflict("task_status_data of an executed task comes from its node's reports")
+            if status == Status.CANCELLED:
+                return task_cancel(task_id=task_id, source=source)
+        if status is not None:
+            outcome = task_transition(
+                update=StatusUpdate(
+                    task_id=task_id, status=status, status_data=changes.get("task_status_data"), source=source
+                )
+            )
+            if outcome.verdict in (Verdict.REJECT, Verdict.STALE):
+                raise TaskConflict(outcome.reason[:1].upper() + outcome.reason[1:])
+            if outcome.verdict is Verdict.APPLY and task.node and status == Status.FAILED:
+                # Failed by hand: its run must stop, and report nothing more.
+                transaction.on_commit(partial(dispatch.end_run, task.run_id, End.VOID))
+        fields = {name: changes[name] for name in _EDITABLE if name in changes}
+        if fields:
+            GlobalTask.objects.filter(pk=task_id).update(**fields, task_update_timestamp=now_ts())
+        return GlobalTask.objects.get(pk=task_id)
+
+
+def task_delete(*, task_id: str) -> None:
+    """Delete a task and its history. An executed task's unfinished run is told to stop: nothing it
+    does later can land on a task created again under the same id (its run id differs anyway)."""
+    with transaction.atomic():
+        row = GlobalTask.objects.select_for_update().filter(pk=task_id).values("run_id", "task_status").first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        GlobalTask.objects.filter(pk=task_id).delete()
+        if row["run_id"] and row["task_status"] not in TERMINAL:
+            transaction.on_commit(partial(dispatch.end_run, row["run_id"], End.VOID))
+
+
+def task_update_push(
+    *,
+    task_id: str,
+    status: str,
+    task_status_data: dict[str, Any] | None = None,
+    source: str = "",
+    reporter: Node | None = None,
+    run_id: str = "",
+) -> str:
+    """Queue a status update for the writers (the seed's asynchronous path). Returns the stream id.
+
+    Refused here, at once, rather than dropped later by a writer: an unknown task (404), and an update
+    of an executed task from anyone but its node (409). `reporter` is the node account that sends it
+    (a pull agent); its update is a report on the task's current run, or on `run_id` if it names one.
+    """
+    row = GlobalTask.objects.filter(pk=task_id).values("node", "run_id").first()
+    if row is None:
+        raise TaskNotFound(task_id)
+    if row["node"]:
+        if reporter is None or reporter.name != row["node"]:
+            raise TaskConflict(
+                f"Task {task_id!r} is executed by node {row['node']!r}: its status comes from its node's reports. "
+                f"Cancel it with POST /api/v1/tasks/{task_id}/cancel/"
+            )
+        update = StatusUpdate(
+            task_id=task_id,
+            status=status,
+            status_data=task_status_data,
+            source=source,
+            run_id=run_id or row["run_id"],
+            origin=Origin.NODE,
+        )
+    else:
+        if run_id:
+            raise InvalidInput(f"'run_id': task {task_id!r} is a tracked task; it has no runs")
+        update = StatusUpdate(task_id=task_id, status=status, status_data=task_status_data, source=source)
+    return stream.push(update)
+
+
+def task_retry(
+    *, task_id: str, source: str = "", node: str | None = None, note: dict[str, Any] | None = None
+) -> GlobalTask:
+    """Re-trigger a failed or cancelled executed task: same task_id, a new run, history kept;
+    published after commit.
+
+    `node` moves the new run to another node (the dead-node sweep); `note` replaces the default
+    task_status_data, which keeps the ended run's data under "previous_attempt"."""
+    with transaction.atomic():
+        task = GlobalTask.objects.select_for_update().filter(pk=task_id).first()
+        if task is None:
+            raise TaskNotFound(task_id)
+        if not task.node:
+            raise TaskConflict(f"Task {task_id!r} is a tracked task: its caller drives it, and it has no runs to retry")
+        run = new_run_id()
+        outcome = task_transition(
+            update=StatusUpdate(
+                task_id=task_id, status="pending", retry=True, source=source, run_id=run, origin=Origin.SERVER
+            )
+        )
+        if outcome.verdict is not Verdict.APPLY:
+            raise TaskConflict(
+                f"Only a failed or cancelled task can be retried; task {task_id!r} is {outcome.from_status}"
+            )
+        previous = task.task_status_data or {}
+        GlobalTask.objects.filter(pk=task_id).update(
+            node=node or task.node,
+            run_id=run,
+            attempts=task.attempts + 1,
+            dispatched_at=None,
+            task_status_data=note if note is not None else {"previous_attempt": {"attempt": task.attempts, **previous}},
+            task_update_timestamp=now_ts(),
+        )
+        # A message of the ended run may still sit in a queue (its node was down): it must not run.
+        transaction.on_commit(partial(dispatch.end_run, task.run_id, End.VOID))
+        transaction.on_commit(partial(dispatch.publish, task_id))
+    return GlobalTask.objects.get(pk=task_id)
+
+
+def task_cancel(*, task_id: str, source: str = "") -> GlobalTask:
+    """Cancel a task that has not finished.
+
+    A tracked task, or an executed one that no node can have started yet (never published, or
+    waiting for a pull agent to fetch it), is cancelled at once. One that a node may be running is
+    `cancelling` until that node confirms: it stops at a safe point, undoes what it had done where
+    its type can, and reports `cancelled`; or it finishes first, and the task ends as it finished,
+    with task_status_data.cancel saying the cancel came too late. Either way its queued message is
+    revoked and the run's cancel marker set, and the next task of its order key waits until it is
+    final. Cancelling a task that is already cancelling changes nothing."""
+    with transaction.atomic():
+        task = GlobalTask.objects.select_for_update().filter(pk=task_id).first()
+        if task is None:
+            raise TaskNotFound(task_id)
+        if task.task_status == Status.CANCELLING:
+            return task
+        if task.task_status in TERMINAL:
+            raise TaskConflict(
+                f"Task {task_id!r} is already {task.task_status}; only unfinished tasks can be cancelled"
+            )
+        target, data = Status.CANCELLED.value, None
+        if task.node and not _cannot_have_started(task):
+            target = Status.CANCELLING.value
+            request = {"requested_at": now_ts(), "by": source}
+            stored = task.task_status_data if isinstance(task.task_status_data, dict) else {}
+            data = {**stored, "cancel": request}
+        outcome = task_transition(
+            update=StatusUpdate(task_id=task_id, status=target, status_data=data, source=source, origin=Origin.SERVER)
+        )
+        if outcome.verdict is not Verdict.APPLY:
+            raise TaskConflict(f"Task {task_id!r} is {outcome.from_status}; it cannot be cancelled now")
+        if task.run_id:
+            transaction.on_commit(partial(dispatch.end_run, task.run_id, End.CANCEL))
+    return GlobalTask.objects.get(pk=task_id)
+
+
+def _cannot_have_started(task: GlobalTask) -> bool:
+    """Pending and never published (waiting for its order key, or for a pull agent, which marks what it
+    fetches received): no node has it, and publish() sends only what is still pending."""
+    return task.task_status == Status.PENDING and task.dispatched_at is None

@@ -1,0 +1,56 @@
+"""The status-update stream in Redis (the seed's Figure 1), the server's side: the API appends
+(workers/protocol/stream.py writes, for nodes too), the writers read and trim. Updates are spread over
+TASKHUB_STREAM_SHARDS shards by a stable hash of the task_id, so all updates of one task land in one
+shard, in the order they were sent.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import redis
+
+from tasks_app.errors import UpdateQueueUnavailable
+from workers.protocol import keys
+from workers.protocol.connection import client
+from workers.protocol.messages import Entry, StatusUpdate, decode_entry
+from workers.protocol.stream import push_update
+
+
+def push(update: StatusUpdate) -> str:
+    """Append one update. Returns its stream id; raises UpdateQueueUnavailable if Redis can't take it."""
+    try:
+        return push_update(update)
+    except redis.RedisError as exc:
+        raise UpdateQueueUnavailable(f"Task update could not be queued: {exc}") from exc
+
+
+def read_after(shard: int, last_id: str, count: int) -> list[Entry]:
+    """Entries of a shard strictly after last_id, oldest first."""
+    raw = cast(
+        list[tuple[bytes, dict[bytes, bytes]]],
+        client().xrange(keys.stream_key(shard), min=f"({last_id}", max="+", count=count),
+    )
+    return [decode_entry(sid, fields) for sid, fields in raw]
+
+
+def wait_for_any(last_ids: dict[int, str], block_ms: int) -> bool:
+    """Block until some shard has an entry after its last applied id; True if one arrived."""
+    streams = {keys.stream_key(shard): last_id for shard, last_id in last_ids.items()}
+    return bool(client().xread(streams, count=1, block=block_ms))  # type: ignore[arg-type]
+
+
+def trim_upto(shard: int, last_id: str) -> None:
+    """Drop entries up to and including last_id; they are committed to the database."""
+    ms, seq = (int(p) for p in last_id.split("-"))
+    client().xtrim(keys.stream_key(shard), minid=f"{ms}-{seq + 1}", approximate=False)
+
+
+def backlog() -> int:
+    """Entries in Redis over all shards: the ones not yet applied, plus any applied batch whose
+    trim was cut short by a writer dying right after its commit (the next batch trims those)."""
+    pipe = client().pipeline(transaction=False)
+    for shard in range(keys.shard_count()):
+        pipe.xlen(keys.stream_key(shard))
+    lengths: list[int] = pipe.execute()  # type: ignore[no-untyped-call]
+    return sum(lengths)

@@ -1,0 +1,143 @@
+"""The writer: applies the update stream to the tasks table in batches.
+
+For each shard: lock its offset row (skipping shards another writer holds), read the entries
+after the committed offset, apply them through the transition function, move the offset, and
+commit, all in one transaction. Only after the commit are the entries trimmed from Redis. A
+writer killed at any point leaves the offset where it was, so nothing is lost and nothing is
+applied twice; holding the shard's row lock while applying keeps one task's updates in order
+even with many writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, OperationalError, close_old_connections, transaction
+
+from tasks_app.fleet.services import record_heartbeats
+from tasks_app.ops import metrics
+from tasks_app.tasks import stream
+from tasks_app.tasks.models import StreamOffset
+from tasks_app.tasks.transitions import Outcome, task_transition_many
+from workers.protocol import keys
+from workers.protocol.backoff import backoff_seconds
+from workers.protocol.messages import Entry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    shard: int
+    entries: int
+    applied: int
+    seconds: float
+
+
+def ensure_offsets() -> None:
+    """One offset row per shard; cheap enough to run every pass, so a new shard count just works."""
+    StreamOffset.objects.bulk_create([StreamOffset(shard=s) for s in range(keys.shard_count())], ignore_conflicts=True)
+
+
+def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
+    """Apply the next batch of one shard. None if another writer holds it or it has nothing new."""
+    started = time.perf_counter()
+    with transaction.atomic():
+        offset = StreamOffset.objects.select_for_update(skip_locked=True).filter(shard=shard).first()
+        if offset is None:
+            return None
+        entries = stream.read_after(shard, offset.last_id, batch_size)
+        if not entries:
+            return None
+        outcomes = _apply_guarded(shard, entries)
+        missing = sum(1 for o in outcomes if o.verdict is None)
+        if missing:
+            log.info("shard %s: %s update(s) for unknown or deleted tasks skipped", shard, missing)
+        offset.last_id = entries[-1].stream_id
+        offset.applied += len(entries)
+        offset.save(update_fields=["last_id", "applied"])
+    # Committed: the entries are in the database now and can leave Redis.
+    stream.trim_upto(shard, entries[-1].stream_id)
+    result = BatchResult(shard, len(entries), len(outcomes) - missing, time.perf_counter() - started)
+    metrics.observe_writer_batch(entries=result.entries, seconds=result.seconds)  # never raises
+    return result
+
+
+def _apply(entries: list[Entry]) -> list[Outcome]:
+    outcomes = task_transition_many(updates=[e.update for e in entries if e.update is not None])
+    heartbeats = [e.heartbeat for e in entries if e.heartbeat is not None]
+    if heartbeats:
+        record_heartbeats(heartbeats)
+    return outcomes
+
+
+def _apply_guarded(shard: int, entries: list[Entry]) -> list[Outcome]:
+    """The batch in one savepoint; if the database refuses it (not an outage: bad data that got
+    past the API), entry by entry, skipping only what it refuses, so one poison entry cannot stop
+    a shard. An outage (OperationalError) still aborts the batch, to be retried whole."""
+    try:
+        with transaction.atomic():
+            return _apply(entries)
+    except OperationalError:
+        raise
+    except DatabaseError as exc:
+        log.error("shard %s: the database refused a batch (%s); applying it entry by entry", shard, exc)
+    outcomes: list[Outcome] = []
+    for entry in entries:
+        try:
+            with transaction.atomic():
+                outcomes += _apply([entry])
+        except OperationalError:
+            raise
+        except DatabaseError as exc:
+            log.error("shard %s: skipped entry %s, which the database refuses: %s", shard, entry.stream_id, exc)
+    return outcomes
+
+
+def run_once(batch_size: int | None = None) -> int:
+    """One pass over every shard, in a random order so that writers spread out. Entries applied."""
+    size = batch_size or settings.TASKHUB_WRITER_BATCH
+    ensure_offsets()
+    shards = list(range(keys.shard_count()))
+    random.shuffle(shards)
+    total = 0
+    for shard in shards:
+        result = apply_shard_batch(shard, size)
+        if result is not None:
+            total += result.entries
+            log.debug("shard %s: %s entries in %.1f ms", shard, result.entries, result.seconds * 1000)
+    return total
+
+
+def run_forever(should_stop: Callable[[], bool], batch_size: int | None = None) -> None:
+    log.info("writer started: %s shard(s) under %r", keys.shard_count(), settings.TASKHUB_STREAM_PREFIX)
+    woke = False
+    failures = 0
+    while not should_stop():
+        try:
+            if run_once(batch_size):
+                woke, failures = False, 0
+                continue
+            if woke:
+                # Woken for entries that another writer is applying right now: back off a little
+                # instead of spinning on the shards it holds.
+                time.sleep(0.05)
+            # Idle: sleep in Redis until an entry arrives after what has been applied.
+            last_ids = dict(StreamOffset.objects.values_list("shard", "last_id"))
+            close_old_connections()
+            woke = stream.wait_for_any(last_ids, settings.TASKHUB_WRITER_BLOCK_MS)
+            failures = 0
+        except (redis.RedisError, OperationalError) as exc:
+            # Redis or the database went away: keep the offset, wait, try again.
+            delay = backoff_seconds(failures, base=0.5, cap=10.0, jitter=True)
+            failures += 1
+            log.warning("writer: %s; retrying in %.1fs", exc, delay)
+            close_old_connections()
+            time.sleep(delay)
+    log.info("writer stopped")

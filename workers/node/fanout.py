@@ -1,0 +1,183 @@
+"""Fan-out to participating nodes (Kadalu's "POST to all participating nodes"), over the broker.
+
+The initiator sends each remote participant its part on that node's queue and waits on a Redis
+list for the answers; its own part runs in place (waiting on its own queue could deadlock). A
+node without a live heartbeat fails at once; one that does not answer in time fails with a
+timeout. Nothing waits longer than TASKHUB_FANOUT_TIMEOUT.
+
+Safe points: before sending each participant its part, and between the waits for answers. When the
+task was cancelled, the initiator stops there, has the parts that were done undone (when the type has
+a compensating step), and raises Cancelled saying so. Parts not sent, or still queued, refuse to start
+on their own (workers/node/runner.py).
+
+When the failure is for good (no automatic retry left, or not a failure a retry could cure) and
+the task type declares a compensating step, the nodes whose part succeeded are rolled back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from typing import Any, cast
+
+from celery import current_app
+from django.conf import settings
+
+from workers.node import heartbeat, runner
+from workers.node.context import NodeRunContext
+from workers.protocol import keys, run_end, specs
+from workers.protocol.connection import client
+from workers.protocol.errors import Cancelled, FanOutFailed, Superseded
+from workers.protocol.messages import PartKwargs
+from workers.protocol.queues import EXECUTE_PART_TASK
+
+Answer = dict[str, Any]
+
+
+def fan_out(ctx: NodeRunContext, parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    answers = gather(ctx, parts, mode="part")
+    spec = specs.get(ctx.task_type)
+    can_undo = spec is not None and spec.compensate is not None
+    end = run_end.end_of(ctx.run_id)
+    if end is not None:
+        _stop(ctx, parts, answers, can_undo, end)
+    if all(a["ok"] for a in answers.values()):
+        return {node: a["result"] for node, a in answers.items()}
+    failure = FanOutFailed(answers)
+    if can_undo and (ctx.final or not failure.recoverable):
+        # Nodes that succeeded, and nodes that did not answer in time: their part may still run
+        # later, and its undoing waits for it on that node.
+        done = {
+            node: parts[node] for node, a in answers.items() if a["ok"] or a.get("error", {}).get("type") == "Timeout"
+        }
+        if done:
+            failure = FanOutFailed(answers, rolled_back=gather(_undoing(ctx), done, mode="compensate"))
+    raise failure
+
+
+def _stop(
+    ctx: NodeRunContext, parts: dict[str, dict[str, Any]], answers: dict[str, Answer], can_undo: bool, end: run_end.End
+) -> None:
+    """The run was cancelled (or ended by the server) during the fan-out: undo what its parts did, then
+    raise. Parts that answered (done, or stopped midway by the cancel) are undone before this returns;
+    a part not waited for may still be running, so its undoing is sent to queue behind it."""
+    touched = {node: parts[node] for node, a in answers.items() if a["ok"] or _kind(a) in ("Cancelled", "Superseded")}
+    compensated = gather(_undoing(ctx), touched, mode="compensate") if can_undo and touched else {}
+    unanswered = [node for node, a in answers.items() if _kind(a) == "NotWaitedFor"]
+    if can_undo:
+        for node in unanswered:
+            _send(ctx, node, parts[node], mode="compensate", reply_key=_reply_key(ctx, "compensate-late"))
+    done = sum(1 for a in answers.values() if a["ok"])
+    if end is run_end.End.VOID:
+        raise Superseded(f"run {ctx.run_id} of task {ctx.task_id} was ended by the server during its fan-out")
+    message = f"task {ctx.task_id} was cancelled during its fan-out; {done} of {len(parts)} part(s) had run"
+    if compensated:
+        message += f"; undone on {', '.join(sorted(compensated))}"
+    details: dict[str, Any] = {"stopped": "during the fan-out", "nodes": answers, "compensated": compensated}
+    if unanswered and can_undo:
+        details["compensation_sent"] = unanswered
+    raise Cancelled(message, details)
+
+
+def _kind(answer: Answer) -> str:
+    return str(answer.get("error", {}).get("type", ""))
+
+
+def _undoing(ctx: NodeRunContext) -> NodeRunContext:
+    return dataclasses.replace(ctx, compensating=True)
+
+
+def _reply_key(ctx: NodeRunContext, mode: str) -> str:
+    return keys.fanout_reply_key(ctx.run_id, ctx.retries, mode, uuid.uuid4().hex[:8])
+
+
+def _send(ctx: NodeRunContext, node: str, payload: dict[str, Any], *, mode: str, reply_key: str) -> None:
+    kwargs: PartKwargs = {
+        "task_id": ctx.task_id,
+        "run_id": ctx.run_id,
+        "task_type": ctx.task_type,
+        "payload": payload,
+        "node": node,
+        "attempt": ctx.attempt,
+        "retries": ctx.retries,
+        "mode": mode,
+        "reply_key": reply_key,
+    }
+    current_app.send_task(EXECUTE_PART_TASK, kwargs=dict(kwargs))
+
+
+def gather(ctx: NodeRunContext, parts: dict[str, dict[str, Any]], *, mode: str) -> dict[str, Answer]:
+    """Run `mode` ("part" or "compensate") on every node in `parts`; every node's answer, in order.
+    A cancel (seen at a safe point) stops the sending and the waiting; the nodes not waited for
+    answer "NotWaitedFor"."""
+    timeout = float(settings.TASKHUB_FANOUT_TIMEOUT)
+    reply_key = _reply_key(ctx, mode)
+    answers: dict[str, Answer] = {}
+    waiting: set[str] = set()
+    for node, payload in parts.items():
+        if node == ctx.node:
+            continue
+        if ctx.cancelled():
+            break
+        if not heartbeat.alive(node):
+            answers[node] = _failed("NodeOffline", f"node {node} is offline (no heartbeat)")
+            continue
+        _send(ctx, node, payload, mode=mode, reply_key=reply_key)
+        waiting.add(node)
+    if ctx.node in parts and not ctx.cancelled():
+        answers[ctx.node] = answer_for(
+            lambda: runner.run_part(
+                task_id=ctx.task_id,
+                run_id=ctx.run_id,
+                task_type=ctx.task_type,
+                payload=parts[ctx.node],
+                attempt=ctx.attempt,
+                retries=ctx.retries,
+                mode=mode,
+            )
+        )
+    redis_client = client()
+    deadline = time.monotonic() + timeout
+    while waiting and not ctx.cancelled():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        # Short waits in a loop: each is a safe point, and the shared client's socket timeout (5 s)
+        # must outlast each one.
+        wait = max(1, min(2, int(left + 0.999)))
+        popped = cast(list[bytes] | None, redis_client.blpop([reply_key], timeout=wait))
+        if popped:
+            answer = json.loads(popped[1])
+            if answer["node"] in waiting:
+                waiting.discard(answer["node"])
+                answers[answer["node"]] = answer
+    redis_client.delete(reply_key)
+    stopped = ctx.cancelled()
+    for node in parts:
+        if node in answers:
+            continue
+        if stopped:
+            answers[node] = _failed("NotWaitedFor", f"node {node}: not waited for, the task was cancelled")
+        else:
+            answers[node] = _failed("Timeout", f"node {node} did not answer within {timeout:g}s")
+    return {node: answers[node] for node in parts}
+
+
+def answer_for(work: Any) -> Answer:
+    try:
+        return {"ok": True, "result": work()}
+    except Exception as exc:
+        return _failed(type(exc).__name__, str(exc))
+
+
+def send_answer(reply_key: str, node: str, answer: Answer) -> None:
+    pipe = client().pipeline()
+    pipe.rpush(reply_key, json.dumps({"node": node, **answer}))
+    pipe.expire(reply_key, 3600)  # an initiator that gave up never reads it
+    pipe.execute()  # type: ignore[no-untyped-call]
+
+
+def _failed(kind: str, message: str) -> Answer:
+    return {"ok": False, "error": {"type": kind, "message": message}}

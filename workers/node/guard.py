@@ -1,0 +1,85 @@
+"""Exactly-once execution on a node, when the broker delivers a message more than once.
+
+Each run (run id, automatic retry, and part or compensation) holds an exclusive flock on a lock file
+of its own while it works. The kernel drops the lock if the process dies, so a redelivered message
+after a SIGKILL can take over at once, while a duplicate arriving during a live run waits for it and
+then returns the recorded outcome instead of running the handler again.
+
+The ledger is keyed by run id, never by the client-chosen task_id, and its files expire after
+TASKHUB_RUN_STATE_TTL_SECONDS (prune): a task created again under an old id never meets its old run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_PRUNE_EVERY_SECONDS = 600.0
+_last_prune = 0.0
+
+
+class RunGuard:
+    def __init__(self, state_dir: Path, key: str) -> None:
+        runs = state_dir / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        self._lock_path = runs / f"{key}.lock"
+        self._done_path = runs / f"{key}.done.json"
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def outcome(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(self._done_path.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def record(self, outcome: dict[str, Any]) -> None:
+        # Write-then-rename, so a crash never leaves half an outcome behind.
+        tmp = self._done_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(outcome))
+        os.replace(tmp, self._done_path)
+
+
+def prune(state_dir: Path, ttl_seconds: float, now: float | None = None) -> int:
+    """Delete ledger files untouched for longer than the run-state TTL. Returns how many."""
+    cutoff = (time.time() if now is None else now) - ttl_seconds
+    removed = 0
+    runs = state_dir / "runs"
+    if not runs.is_dir():
+        return 0
+    for path in runs.iterdir():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # another thread pruned it
+    return removed
+
+
+def prune_now_and_then(state_dir: Path, ttl_seconds: float) -> None:
+    """prune(), at most every ten minutes per process: cheap enough to call before every run."""
+    global _last_prune
+    now = time.monotonic()
+    if now - _last_prune < _PRUNE_EVERY_SECONDS:
+        return
+    _last_prune = now
+    removed = prune(state_dir, ttl_seconds)
+    if removed:
+        log.info("pruned %s expired run ledger file(s) from %s", removed, state_dir)
