@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for every taskhub process: web (gunicorn), writer (manage.py run_writer), the one-shot migrate,
-# the scheduler (manage.py run_scheduler) and the node workers (manage.py run_node). docker-compose.yml picks
+# the scheduler (manage.py run_scheduler) and the node workers (python -m workers). docker-compose.yml picks
 # the process with `command`.
 FROM python:3.11-slim
 
@@ -27,7 +27,7 @@ COPY . .
 
 # collectstatic only reads settings; the defaults (a throwaway SQLite path, the dev SECRET_KEY) are never
 # used to serve anything. The collected files stay root-owned: the app only reads them.
-# /data: a node worker's data directory (manage.py run_node --data-dir /data). Docker fills a new, empty
+# /data: a node worker's data directory (python -m workers <name> --data-dir /data). Docker fills a new, empty
 # named volume mounted there with this directory's owner, so it must exist here, owned by the app user, or
 # the node could not write to its own volume.
 RUN python manage.py collectstatic --noinput -v0 \

@@ -153,7 +153,7 @@ def pretty_json(value: Any) -> JSON:
 
 
 def task_error(status_data: Any) -> Text | None:
-    """The task's own error line, from task_status_data.error (workers/reporter.py's error_data)."""
+    """The task's own error line, from task_status_data.error (workers/node/reporter.py's error_data)."""
     error = status_data.get("error") if isinstance(status_data, dict) else None
     if not error:
         return None

@@ -34,14 +34,15 @@ class GlobalTaskForm(forms.ModelForm[GlobalTask]):
         target = str(self.cleaned_data["task_status"])
         if target == Status.CANCELLING:
             raise forms.ValidationError("'cancelling' is set by a cancel (the Cancel action), not written")
-        if self.instance.pk and judge(self.instance.task_status, target) is Verdict.REJECT:
+        if not self.instance._state.adding and judge(self.instance.task_status, target) is Verdict.REJECT:
             raise forms.ValidationError(f"Cannot change task_status from {self.instance.task_status!r} to {target!r}")
         return target
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if self.instance.pk or not data.get("execute"):
-            if data.get("node") and not self.instance.pk:
+        adding = self.instance._state.adding  # (a new task already has its default task_id)
+        if not adding or not data.get("execute"):
+            if adding and data.get("node"):
                 self.add_error("node", "Only an executed task runs on a node: tick execute.")
             return data
         # An executed task: the same checks its create runs (services.task_create runs them again).

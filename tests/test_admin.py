@@ -108,3 +108,32 @@ def test_retry_and_cancel_actions(staff: Client) -> None:
     node_report(running.task_id, "cancelled", {"cancelled": {"stopped": "at a safe point"}})
     running.refresh_from_db()
     assert running.task_status == "cancelled"
+
+
+def _add_form(**fields: str) -> dict[str, str]:
+    data = {"task_type": "", "task_status": "pending", "task_data": "{}", "task_status_data": "{}", "node": ""}
+    data.update(fields)
+    return {**_form(GlobalTask(task_type="")), **data}
+
+
+def test_the_add_form_records_a_tracked_task_or_runs_one_on_a_node(staff: Client) -> None:
+    node_register(cluster=cluster_ensure(name="demo"), name="node1")
+    url = "/admin/tasks_app/globaltask/add/"
+    page = staff.get(url)
+    assert page.status_code == 200 and b'name="execute"' in page.content and b'name="node"' in page.content
+    resp = staff.post(url, _add_form(task_type="block_alloc", task_data='{"anything": 1}'))
+    assert resp.status_code == 302, resp.content[:2000]
+    record = GlobalTask.objects.get(task_type="block_alloc")
+    assert (record.task_data, record.node, record.run_id) == ({"anything": 1}, "", "")  # stored as typed
+    # Asked to run: validated like any executed task, the reason shown on the form.
+    resp = staff.post(url, _add_form(task_type="noop", task_data="{}", execute="on"))
+    assert resp.status_code == 200 and b"task_data.node: is required" in resp.content
+    resp = staff.post(url, _add_form(task_type="noop", task_data='{"node": "node1"}', task_status="completed",
+                                     execute="on"))  # fmt: skip
+    assert resp.status_code == 200 and b"An executed task starts pending" in resp.content
+    resp = staff.post(url, _add_form(task_type="noop", task_data='{"node": "node1"}', execute="on"))
+    assert resp.status_code == 302, resp.content[:2000]
+    ran = GlobalTask.objects.get(task_type="noop")
+    assert (ran.node, ran.task_status) == ("node1", "pending") and ran.run_id
+    resp = staff.post(url, _add_form(task_type="note", node="node1"))
+    assert resp.status_code == 200 and b"Only an executed task runs on a node" in resp.content

@@ -493,3 +493,33 @@ def test_cancelling_a_running_volume_task_waits_for_its_node_to_stop_and_undo(wr
         assert not (writer.data_dir(slow) / f"runs-{queued.task_id}.log").exists()
     finally:
         stop(writer.procs.pop(slow))
+
+
+def test_a_cancelled_message_still_in_the_broker_is_revoked_and_the_node_confirms(writer: Cluster) -> None:
+    """One slot, prefetching four: the last of many queued tasks is still in Redis when it is cancelled.
+    Celery's revoke drops it when the worker fetches it, and the node reports the run cancelled."""
+    from tasks_app.tasks.services import task_cancel
+
+    busy_node = f"e2e{RUN}-one"
+    node_register(cluster=cluster_ensure(name=f"demo{RUN}"), name=busy_node)
+    writer.start_node(busy_node, concurrency=1)
+    try:
+        wait_until(lambda: writer.alive(busy_node), 60, "the node to start")
+        busy, _ = task_create(task_type="test_sleep", execute=True, task_data={"node": busy_node, "seconds": 4})
+        wait_until(lambda: GlobalTask.objects.get(pk=busy.task_id).task_status == "in_progress", 30, "the busy task")
+        queued = [task_create(task_type="test_sleep", execute=True, task_data={"node": busy_node})[0] for _ in range(8)]
+        last = queued[-1]
+        wait_until(lambda: GlobalTask.objects.get(pk=last.task_id).dispatched_at is not None, 10, "its publish")
+        assert task_cancel(task_id=last.task_id, source="test").task_status == "cancelling"
+        done = wait_final(last.task_id, writer, timeout=60)
+        assert done.task_status == "cancelled", done.task_status_data
+        assert done.task_status_data["cancelled"] == {
+            "message": "revoked before it started",
+            "stopped": "before it started",
+        }
+        assert done.history.get(to_status="cancelled").source == f"node:{busy_node}"
+        assert not (writer.data_dir(busy_node) / f"runs-{last.task_id}.log").exists()
+        for other in queued[:-1]:
+            assert wait_final(other.task_id, writer).task_status == "completed"
+    finally:
+        stop(writer.procs.pop(busy_node))

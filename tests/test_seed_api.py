@@ -228,6 +228,14 @@ def test_list_pages_through_everything_once(client: Client) -> None:
     assert sorted(seen) == sorted(ids) and len(seen) == len(ids)
 
 
+def test_list_filters_by_any_status_and_its_aliases(client: Client) -> None:
+    done = create(client, task_type="a", task_status="completed")
+    create(client, task_type="a")
+    for name in ("completed", "complete", "Completed"):
+        assert [t["task_id"] for t in client.get("/tasks", {"task_status": name}).json()["data"]] == [done]
+    assert client.get("/tasks", {"task_status": "cancelling"}).json()["data"] == []
+
+
 def test_list_updated_since(client: Client) -> None:
     old = create(client, task_type="u")
     new = create(client, task_type="u")

@@ -146,7 +146,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
     task_status = params.get("task_status")
     page = selectors.task_list_page(
         task_type=params.get("task_type"),
-        task_status=validation.status(task_status) if task_status is not None else None,
+        task_status=validation.status_filter(task_status) if task_status is not None else None,
         updated_since=_int_param(params.get("updated_since"), "updated_since", minimum=0),
         after=params.get("after") or None,
         limit=_int_param(params.get("limit"), "limit", minimum=1, maximum=settings.TASKHUB_MAX_PAGE_SIZE)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tasks_app.errors import InvalidInput
-from workers.protocol.status import ALIASES, CLIENT_VALUES, Status, canonical
+from workers.protocol.status import ALIASES, CLIENT_VALUES, STATUS_VALUES, Status, canonical
 
 # Ids appear in URLs (/task/<id>), so keep them to URL-safe characters.
 _TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -84,6 +84,14 @@ def status(value: Any, field: str = "task_status") -> str:
     if found is None:
         aliases = ", ".join(f"{alias!r} for {target.value!r}" for alias, target in ALIASES.items())
         raise InvalidInput(f"'{field}' must be one of {', '.join(CLIENT_VALUES)} (or {aliases}); got {value!r}")
+    return found
+
+
+def status_filter(value: Any, field: str = "task_status") -> str:
+    """A status to filter by: any status (cancelling too), by its name or an alias."""
+    found = canonical(value)
+    if found is None:
+        raise InvalidInput(f"'{field}' must be one of {', '.join(STATUS_VALUES)}; got {value!r}")
     return found
 
 
