@@ -12,6 +12,9 @@ DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY")
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 INSTALLED_APPS = ["tasks_app"]  # for GlobalTask, the model the ORM baseline inserts
+# Read when tasks_app loads its task types at start-up (tasks_app/apps.py); none beyond the built-ins.
+TASKHUB_HANDLER_MODULES: list[str] = []
+TASKHUB_SERVER_MODULES: list[str] = []
 MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "bench.urls_bare"
 DATABASES = {"default": env.db("DATABASE_URL")}

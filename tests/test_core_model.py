@@ -15,7 +15,7 @@ from django.test import Client
 from taskhub.celery import app as celery_app
 from tasks_app.errors import InvalidInput, TaskConflict
 from tasks_app.fleet.health import sweep_dead_nodes
-from tasks_app.fleet.models import BlockAllocation, Cluster, Node, Volume
+from tasks_app.fleet.models import BlockAllocation, Cluster, Node, Vdag, Volume
 from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.tasks import dispatch
 from tasks_app.tasks.models import GlobalTask
@@ -299,3 +299,24 @@ def test_freeing_blocks_lets_a_node_leave(api_client: Client) -> None:
     removal, _ = task_create(task_type="node_removal", task_data=leave, execute=True)
     node_report(removal.task_id, "completed", {"node": "node3", "left": "demo"})
     assert Node.objects.get(pk=node3.pk).state == "removed"
+
+
+def test_deleting_a_vdag_frees_its_allocations_and_the_server_knows_its_node() -> None:
+    held = alloc(blocks=2)
+    node_report(held.task_id, "completed", {"allocation_id": held.task_id})
+    graph = {"cluster": "demo", "node": "node1", "name": "g1", "vertices": [{"id": "a", "allocation": held.task_id}]}
+    made, _ = task_create(task_type="vdag_creation", task_data=graph, execute=True)
+    node_report(made.task_id, "completed", {"vdag": "g1"})
+    free = {"cluster": "demo", "node": "node1", "allocation": held.task_id}
+    with pytest.raises(InvalidInput, match="backs vDAG\\(s\\) g1; delete them first"):
+        task_create(task_type="block_free", task_data=free, execute=True)
+    gone, _ = task_create(task_type="vdag_deletion", task_data={"cluster": "demo", "name": "g1"}, execute=True)
+    assert (gone.node, gone.task_data["node"], gone.order_key) == ("node1", "node1", "vdag:demo:g1")
+    elsewhere = {"cluster": "demo", "name": "g1", "node": "node2"}
+    with pytest.raises(InvalidInput, match=r"task_data\.node: vDAG 'g1' is on node 'node1'"):
+        task_create(task_type="vdag_deletion", task_data=elsewhere, execute=True)
+    node_report(gone.task_id, "completed", {"vdag": "g1", "removed": True})
+    assert not Vdag.objects.exists()
+    freed, _ = task_create(task_type="block_free", task_data=free, execute=True)
+    node_report(freed.task_id, "completed", {"allocation_id": held.task_id, "freed": 2})
+    assert not BlockAllocation.objects.exists()
