@@ -106,13 +106,16 @@ def patch(client: Client, path: str, body: Any) -> Any:
 
 
 def seed_calls(client: Client, task_id: str) -> dict[str, int]:
-    """Every seed endpoint once; the status code of each."""
+    """Every seed endpoint once; the status code of each. An update of an executed task names its run,
+    as its node's report would."""
+    run_id = GlobalTask.objects.get(pk=task_id).run_id
+    update = {"task_id": task_id, "status": "received", **({"run_id": run_id} if run_id else {})}
     return {
         "POST /task": post(client, "/task", {"task_type": "t"}).status_code,
         "GET /task": client.get(f"/task/{task_id}").status_code,
         "GET /tasks": client.get("/tasks").status_code,
         "PUT /task": put(client, f"/task/{task_id}", {"task_status_data": {"a": 1}}).status_code,
-        "POST /task_update": post(client, "/task_update", {"task_id": task_id, "status": "received"}).status_code,
+        "POST /task_update": post(client, "/task_update", update).status_code,
         "DELETE /task": client.delete(f"/task/{task_id}").status_code,
     }
 
@@ -246,7 +249,13 @@ def test_node_reads_and_reports_on_its_own_tasks_only(
     own, other = tasks["node1"], tasks["node2"]
     assert node1_client.get(f"/task/{own}").status_code == 200
     assert node1_client.get(f"/api/v1/tasks/{own}/").json()["task_id"] == own
-    assert post(node1_client, "/task_update", {"task_id": own, "status": "in_progress"}).status_code == 200
+    run_id = GlobalTask.objects.get(pk=own).run_id
+    report = {"task_id": own, "status": "in_progress", "run_id": run_id}
+    assert post(node1_client, "/task_update", report).status_code == 200
+    assert pushed() == [own]
+    # A node's report names the run it is about: one from before a retry must not land on the new run.
+    unnamed = post(node1_client, "/task_update", {"task_id": own, "status": "completed"})
+    assert unnamed.status_code == 400 and "'run_id' is required" in unnamed.json()["message"]
     assert pushed() == [own]
     # Another node's task answers exactly like one that does not exist.
     for task_id in (other, tasks["none"], "no-such-task"):

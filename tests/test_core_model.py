@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 import redis
+from django.db.models import F
 from django.test import Client
 
 from taskhub.celery import app as celery_app
 from tasks_app.errors import InvalidInput, TaskConflict
 from tasks_app.fleet.health import sweep_dead_nodes
-from tasks_app.fleet.models import BlockAllocation, Cluster, Node, Vdag, Volume
+from tasks_app.fleet.models import BlockAllocation, Cluster, Node, StorageUnit, Vdag, Volume
 from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.tasks import dispatch
 from tasks_app.tasks.models import GlobalTask
@@ -320,3 +321,92 @@ def test_deleting_a_vdag_frees_its_allocations_and_the_server_knows_its_node() -
     freed, _ = task_create(task_type="block_free", task_data=free, execute=True)
     node_report(freed.task_id, "completed", {"allocation_id": held.task_id, "freed": 2})
     assert not BlockAllocation.objects.exists()
+
+
+# --- what the review found: no cancel waits forever, one task of a key at a time --------------------
+
+
+def queued(node: str) -> int:
+    with celery_app.connection_for_write() as conn:
+        return int(conn.default_channel.client.llen(node_queue(node)))  # type: ignore[attr-defined]
+
+
+def drop_queue(node: str) -> None:
+    with celery_app.connection_for_write() as conn:
+        conn.default_channel.client.delete(node_queue(node))  # type: ignore[attr-defined]
+
+
+def test_a_cancelled_run_whose_message_was_lost_is_sent_again_for_its_node_to_confirm(settings: Any) -> None:
+    settings.TASKHUB_REDISPATCH_SECONDS = 120
+    task, _ = task_create(task_type="noop", task_data={"node": "node1"}, execute=True)
+    assert dispatch.publish(task.task_id) and queued("node1") == 1
+    assert task_cancel(task_id=task.task_id).task_status == "cancelling"  # published: a node may have it
+    drop_queue("node1")  # the message is lost (a broker restart without persistence, say)
+    assert dispatch.sweep() == 0  # too soon to call it lost
+    GlobalTask.objects.filter(pk=task.task_id).update(dispatched_at=F("dispatched_at") - 121)
+    assert dispatch.sweep() == 1 and queued("node1") == 1  # the same run, for its node to refuse and confirm
+    assert dispatch.sweep() == 0  # not again while it waits in the queue, or until the next window
+    drop_queue("node1")
+    # Once a node has reported on the run, it is that node's to confirm: nothing is sent again.
+    running, _ = task_create(task_type="noop", task_data={"node": "node2"}, execute=True)
+    assert dispatch.publish(running.task_id)
+    node_report(running.task_id, "in_progress")
+    task_cancel(task_id=running.task_id)
+    drop_queue("node2")
+    GlobalTask.objects.filter(pk=running.task_id).update(dispatched_at=F("dispatched_at") - 121)
+    assert dispatch.sweep() == 0 and queued("node2") == 0
+
+
+def test_a_cancel_for_a_task_whose_node_is_offline_ends_at_once() -> None:
+    task = alloc()
+    node_report(task.task_id, "in_progress")
+    Node.objects.filter(name="node1").update(offline_since=datetime.now(UTC))
+    assert task_cancel(task_id=task.task_id).task_status == "cancelled"
+
+
+def test_a_client_may_not_fail_a_task_a_node_may_be_running(client: Client) -> None:
+    task = alloc()
+    node_report(task.task_id, "in_progress")
+    resp = send(client, "put", f"/task/{task.task_id}", {"task_status": "failed"})
+    assert resp.status_code == 409 and "may be running on node 'node1': cancel it" in resp.json()["message"]
+    assert GlobalTask.objects.get(pk=task.task_id).task_status == "in_progress"
+
+
+def volume_on(demo: Cluster, name: str, nodes: tuple[str, ...] = ("node1", "node2")) -> Volume:
+    vol = Volume.objects.create(name=name, cluster=demo, type="replicate", state="created")
+    for i, node in enumerate(nodes):
+        StorageUnit.objects.create(volume=vol, node=Node.objects.get(name=node), path=f"/d/{name}/{i}", index=i)
+    return vol
+
+
+def test_one_task_of_an_ordering_key_at_a_time_even_after_a_retry(demo: Cluster) -> None:
+    volume_on(demo, "v2")
+    start, _ = task_create(task_type="volume_start", execute=True, task_data={"cluster": "demo", "name": "v2"})
+    delete, _ = task_create(task_type="volume_delete", execute=True, task_data={"cluster": "demo", "name": "v2"})
+    assert dispatch.publish(delete.task_id) is False  # the start is before it
+    node_report(start.task_id, "failed", {"error": {"message": "node2 down"}})
+    assert dispatch.publish(delete.task_id) is True  # released
+    node_report(delete.task_id, "in_progress")
+    retried = task_retry(task_id=start.task_id)
+    assert dispatch.publish(retried.task_id) is False  # the delete is running: the start waits its turn
+    node_report(delete.task_id, "failed", {"error": {"message": "x"}})
+    assert dispatch.publish(retried.task_id) is True
+
+
+def test_deleting_a_task_releases_the_next_of_its_key(demo: Cluster, django_capture_on_commit_callbacks: Any) -> None:
+    volume_on(demo, "v3")
+    start, _ = task_create(task_type="volume_start", execute=True, task_data={"cluster": "demo", "name": "v3"})
+    delete, _ = task_create(task_type="volume_delete", execute=True, task_data={"cluster": "demo", "name": "v3"})
+    with django_capture_on_commit_callbacks(execute=True):
+        task_delete(task_id=start.task_id)
+    assert GlobalTask.objects.get(pk=delete.task_id).dispatched_at is not None
+
+
+def test_a_joining_node_that_never_starts_goes_offline_and_its_task_fails(settings: Any, demo: Cluster) -> None:
+    settings.TASKHUB_NODE_OFFLINE_SECONDS = 20
+    node_register(cluster=demo, name="newbie", state=Node.State.JOINING)
+    Node.objects.filter(name="newbie").update(registered_at=datetime.now(UTC) - timedelta(seconds=60))
+    join, _ = task_create(task_type="node_addition", task_data={"cluster": "demo", "node": "newbie"}, execute=True)
+    assert sweep_dead_nodes() == 1
+    join.refresh_from_db()
+    assert join.task_status == "failed" and join.task_status_data["error"]["type"] == "NodeOffline"

@@ -472,13 +472,18 @@ def test_cancelling_a_running_volume_task_waits_for_its_node_to_stop_and_undo(wr
         assert task_cancel(task_id=start.task_id, source="test").task_status == "cancelling"
         assert task_cancel(task_id=queued.task_id, source="test").task_status == "cancelling"
         assert GlobalTask.objects.get(pk=delete.task_id).dispatched_at is None  # waits for the start
-        done = wait_final(start.task_id, writer, timeout=20)
+        # The initiator sends no more parts, waits for the one the busy node holds (it refuses to start
+        # once the node gets to it), has both nodes undo what the run did, and only then reports.
+        done = wait_final(start.task_id, writer, timeout=40)
         assert done.task_status == "cancelled", done.task_status_data
         cancelled = done.task_status_data["cancelled"]
         assert cancelled["stopped"] == "during the fan-out"
-        # N1 had started its unit: put back as it was (the delete, released now, may already be removing it).
-        assert cancelled["compensated"][N1] == {"ok": True, "result": {"restored": [{"index": 0, "state": "created"}]}}
-        assert cancelled["compensation_sent"] == [slow]  # its part was still queued there
+        assert cancelled["nodes"][slow]["error"]["type"] == "Cancelled"  # its part never ran
+        undone = cancelled["compensated"]
+        assert set(undone) == {N1, slow}
+        assert undone[N1]["result"] == {"restored": [{"index": 0, "state": "created"}]}  # put back as it was
+        assert undone[slow]["result"] == {"restored": []}  # nothing of this run to undo there
+        assert "compensation_sent" not in cancelled
         # Only now is the delete released, and it runs after the start ended.
         ended_at = done.history.get(to_status="cancelled").at
         removed = wait_final(delete.task_id, writer, timeout=60)

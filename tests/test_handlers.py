@@ -154,3 +154,62 @@ def test_errors_keep_their_details_through_pickling() -> None:
     assert type(back) is FanOutFailed and back.details == err.details and str(back) == str(err)
     assert pickle.loads(pickle.dumps(HandlerError("x", {"k": 1}))).details == {"k": 1}  # noqa: S301
     assert pickle.loads(pickle.dumps(PayloadError("f", "bad"))).field == "f"  # noqa: S301
+
+
+def test_a_stale_allocation_of_another_run_is_replaced_not_reused(tmp_path: Path, settings: Any) -> None:
+    """A run that allocated but never completed on the server (failed by hand, deleted, its node declared
+    dead) left its entry: the next run under the same id replaces it with its own size."""
+    settings.TASKHUB_NODE_CAPACITY_BLOCKS = 10
+    data = {"cluster": "c", "node": "node1", "blocks": 5}
+    blocks.alloc(ctx(tmp_path, task_id="a1", run_id="run-old"), data)
+    again = blocks.alloc(ctx(tmp_path, task_id="a1", run_id="run-new"), {**data, "blocks": 7})
+    assert again == {"allocation_id": "a1", "blocks": 7, "free_blocks": 3, "replaced": {"run": "run-old", "blocks": 5}}
+    assert blocks.allocated(tmp_path) == {"a1": 7}
+    # Too big even without the stale entry: the entry stays as it was.
+    with pytest.raises(HandlerError, match="asked for 11, 10 free of 10"):
+        blocks.alloc(ctx(tmp_path, task_id="a1", run_id="run-third"), {**data, "blocks": 11})
+    assert blocks.allocated(tmp_path) == {"a1": 7}
+
+
+def test_a_cancelled_run_confirms_only_if_no_delivery_of_it_runs_or_ran_here(
+    tmp_path: Path, settings: Any, redis_stream: Any
+) -> None:
+    import threading
+
+    from workers.node.guard import RunGuard
+    from workers.protocol import run_end
+    from workers.protocol.errors import Cancelled, Superseded
+
+    settings.TASKHUB_NODE_NAME = "node1"
+    settings.TASKHUB_NODE_DATA_DIR = str(tmp_path)
+    run_end.mark("run-c", run_end.End.CANCEL)
+    args: dict[str, Any] = {
+        "task_id": "t-c",
+        "run_id": "run-c",
+        "task_type": "noop",
+        "task_data": {"node": "node1"},
+        "attempt": 0,
+    }
+    with pytest.raises(Cancelled, match="cancelled before it started"):  # nothing of it here: confirm
+        run_task(**args)
+    # Another delivery of the run is running here (it holds the run's lock): it reports for itself.
+    guard = RunGuard(tmp_path / ".taskhub", "run-c.0")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with guard.hold():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(Superseded, match="running or has run here"):
+            run_task(**args)
+    finally:
+        release.set()
+        holder.join()
+    guard.record({"ok": True, "result": {}})  # ... or it has run here already
+    with pytest.raises(Superseded, match="running or has run here"):
+        run_task(**args)

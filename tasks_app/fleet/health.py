@@ -34,9 +34,8 @@ def sweep_dead_nodes() -> int:
     """Mark newly silent nodes offline and deal with their tasks. Returns how many nodes went offline."""
     cutoff = online_cutoff()
     silent_since = Q(last_heartbeat__lt=cutoff) | Q(last_heartbeat__isnull=True, registered_at__lt=cutoff)
-    silent = Node.objects.filter(
-        silent_since, transport=Node.Transport.QUEUE, state=Node.State.MEMBER, offline_since__isnull=True
-    )
+    # Any registered node that runs a worker: a member, or one joining (its node_addition waits on it).
+    silent = Node.objects.filter(silent_since, transport=Node.Transport.QUEUE, offline_since__isnull=True)
     went = 0
     for node in silent:
         if client().exists(keys.alive_key(node.name)):

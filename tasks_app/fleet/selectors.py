@@ -65,10 +65,15 @@ def node_open_tasks(*, node: Node, since: int | None = None) -> QuerySet[GlobalT
     """Tasks assigned to a node that are not finished yet, oldest first (Kadalu's pull API); a
     cancelling one among them is for the agent to stop."""
     unfinished = list(UNFINISHED)
-    # Like the queue's dispatch: a task waits while an earlier one of its order key is unfinished.
-    waiting = GlobalTask.objects.filter(
-        order_key=OuterRef("order_key"), created_ns__lt=OuterRef("created_ns"), task_status__in=unfinished
-    ).exclude(order_key="")
+    # Like the queue's dispatch (tasks_app/tasks/dispatch.py): a task waits while an earlier one of its
+    # order key is unfinished, or another one of it is running.
+    earlier = Q(created_ns__lt=OuterRef("created_ns"), task_status__in=unfinished)
+    running = Q(task_status__in=[Status.RECEIVED, Status.IN_PROGRESS, Status.CANCELLING])
+    waiting = (
+        GlobalTask.objects.filter(earlier | running, order_key=OuterRef("order_key"))
+        .exclude(order_key="")
+        .exclude(pk=OuterRef("pk"))
+    )
     qs = (
         GlobalTask.objects.filter(node=node.name, task_status__in=unfinished)
         .exclude(Q(task_status=Status.PENDING) & Exists(waiting))

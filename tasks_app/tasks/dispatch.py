@@ -11,19 +11,22 @@ from typing import Any
 import redis
 from celery import current_app
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from tasks_app.errors import InvalidInput
 from tasks_app.families import registry as families
 from tasks_app.fleet.models import Node
 from tasks_app.fleet.selectors import online_cutoff
-from tasks_app.tasks.models import GlobalTask, now_ts
+from tasks_app.tasks.models import GlobalTask, TaskStatusChange, now_ts
 from workers.protocol import run_end, specs
 from workers.protocol.errors import PayloadError
 from workers.protocol.messages import ExecuteKwargs
 from workers.protocol.payload import NAME_RE
 from workers.protocol.queues import EXECUTE_TASK, TASK_ID_HEADER, node_queue
 from workers.protocol.status import UNFINISHED, Status
+
+# A task its node may be working on.
+RUNNING = (Status.RECEIVED, Status.IN_PROGRESS, Status.CANCELLING)
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +116,25 @@ def least_loaded(candidates: list[str]) -> str:
 
 def publish(task_id: str) -> bool:
     """Publish the current run of one pending task to its node's queue. Safe to call twice: the node
-    runs a run once. A task whose order key has an earlier unfinished task waits; publish_next
-    releases it."""
-    row = (
-        GlobalTask.objects.filter(pk=task_id, task_status=Status.PENDING)
-        .exclude(node="")
-        .values("task_type", "task_data", "node", "attempts", "order_key", "created_ns", "run_id")
-        .first()
-    )
+    runs a run once. A task waits while another task of its ordering key is before it and unfinished,
+    or is running; publish_next releases it."""
+    row = _run_row(GlobalTask.objects.filter(pk=task_id, task_status=Status.PENDING))
     if row is None:
         return False
-    if row["order_key"] and _has_unfinished_before(row["order_key"], row["created_ns"]):
+    if row["order_key"] and _waits_for_its_turn(task_id, row["order_key"], row["created_ns"]):
         return False
     if Node.objects.filter(name=row["node"], transport=Node.Transport.PULL).exists():
         return False  # that node fetches its tasks itself (GET /api/v1/tasks/<cluster>/<node>)
+    return _send_run(task_id, row)
+
+
+def _run_row(qs: QuerySet[GlobalTask]) -> dict[str, Any] | None:
+    fields = ("task_type", "task_data", "node", "attempts", "order_key", "created_ns", "run_id")
+    row = qs.exclude(node="").values(*fields).first()
+    return dict(row) if row is not None else None
+
+
+def _send_run(task_id: str, row: dict[str, Any]) -> bool:
     kwargs: ExecuteKwargs = {
         "task_id": task_id,
         "run_id": row["run_id"],
@@ -147,8 +155,13 @@ def publish(task_id: str) -> bool:
     return True
 
 
-def _has_unfinished_before(key: str, created_ns: int) -> bool:
-    return GlobalTask.objects.filter(order_key=key, created_ns__lt=created_ns, task_status__in=UNFINISHED).exists()
+def _waits_for_its_turn(task_id: str, key: str, created_ns: int) -> bool:
+    """One at a time, in creation order: an earlier task of the key is unfinished, or another one (a
+    later one, released while this one had failed before its retry) is running."""
+    same_key = GlobalTask.objects.filter(order_key=key).exclude(pk=task_id)
+    earlier = Q(created_ns__lt=created_ns, task_status__in=UNFINISHED)
+    running = Q(task_status__in=RUNNING)
+    return same_key.filter(earlier | running).exists()
 
 
 def publish_next(order_key: str) -> bool:
@@ -184,7 +197,32 @@ def sweep(limit: int = 500) -> int:
         published += publish(task_id)
     if published:
         log.info("sweep published %s task(s)", published)
-    return published
+    return published + _resend_unconfirmed_cancels(now, limit)
+
+
+def _resend_unconfirmed_cancels(now: int, limit: int) -> int:
+    """A cancelling task that no node has reported on for its current run, published long enough ago,
+    whose node's queue is empty: its message may be lost, and then no node would ever confirm the
+    cancel. Its run is sent again: the node refuses it (the run's cancel marker) and reports cancelled."""
+    reached = TaskStatusChange.objects.filter(
+        task_id=OuterRef("pk"), run_id=OuterRef("run_id"), to_status__in=(Status.RECEIVED, Status.IN_PROGRESS)
+    )
+    waiting = (
+        GlobalTask.objects.filter(
+            task_status=Status.CANCELLING, dispatched_at__lte=now - settings.TASKHUB_REDISPATCH_SECONDS
+        )
+        .exclude(node__in=Node.objects.filter(transport=Node.Transport.PULL).values("name"))
+        .exclude(Exists(reached))
+        .order_by("task_update_timestamp")
+    )
+    sent = 0
+    for task_id in list(waiting.values_list("task_id", flat=True)[:limit]):
+        row = _run_row(GlobalTask.objects.filter(pk=task_id, task_status=Status.CANCELLING))
+        if row is not None and _queue_length(row["node"]) == 0:
+            sent += _send_run(task_id, row)
+    if sent:
+        log.info("sweep sent %s cancelled run(s) again, for their nodes to confirm", sent)
+    return sent
 
 
 def _queue_length(node: str) -> int:

@@ -136,7 +136,12 @@ def task_update(*, task_id: str, changes: dict[str, Any], source: str = "") -> G
     validated when it was created, and its status comes from its node: its type and data cannot
     change, and a client may only fail it or cancel it."""
     with transaction.atomic():
-        task = GlobalTask.objects.select_for_update().filter(pk=task_id).only("node", "run_id").first()
+        task = (
+            GlobalTask.objects.select_for_update()
+            .filter(pk=task_id)
+            .only("node", "run_id", "task_status", "dispatched_at")
+            .first()
+        )
         if task is None:
             raise TaskNotFound(task_id)
         status = changes.get("task_status")
@@ -150,6 +155,12 @@ def task_update(*, task_id: str, changes: dict[str, Any], source: str = "") -> G
                 raise TaskConflict("task_status_data of an executed task comes from its node's reports")
             if status == Status.CANCELLED:
                 return task_cancel(task_id=task_id, source=source)
+            if status == Status.FAILED and task.task_status not in TERMINAL and not _cannot_have_started(task):
+                # Failing it here would release the next task of its ordering key while the node works on.
+                raise TaskConflict(
+                    f"Task {task_id!r} may be running on node {task.node!r}: cancel it (POST /api/v1/tasks/"
+                    f"{task_id}/cancel/), and its node stops it, undoes what it did, and says how it ended"
+                )
         if status is not None:
             outcome = task_transition(
                 update=StatusUpdate(
@@ -168,15 +179,24 @@ def task_update(*, task_id: str, changes: dict[str, Any], source: str = "") -> G
 
 
 def task_delete(*, task_id: str) -> None:
-    """Delete a task and its history. An executed task's unfinished run is told to stop: nothing it
-    does later can land on a task created again under the same id (its run id differs anyway)."""
+    """Delete a task and its history. An executed task's unfinished run is told to stop, without waiting
+    for it and without undoing what it did (cancel does both): nothing it does later can land on a task
+    created again under the same id (its run id differs anyway). The next task of its ordering key is
+    released."""
     with transaction.atomic():
-        row = GlobalTask.objects.select_for_update().filter(pk=task_id).values("run_id", "task_status").first()
+        row = (
+            GlobalTask.objects.select_for_update()
+            .filter(pk=task_id)
+            .values("run_id", "task_status", "order_key")
+            .first()
+        )
         if row is None:
             raise TaskNotFound(task_id)
         GlobalTask.objects.filter(pk=task_id).delete()
         if row["run_id"] and row["task_status"] not in TERMINAL:
             transaction.on_commit(partial(dispatch.end_run, row["run_id"], End.VOID))
+        if row["order_key"]:
+            transaction.on_commit(partial(dispatch.publish_next, row["order_key"]))
 
 
 def task_update_push(
@@ -190,9 +210,10 @@ def task_update_push(
 ) -> str:
     """Queue a status update for the writers (the seed's asynchronous path). Returns the stream id.
 
-    Refused here, at once, rather than dropped later by a writer: an unknown task (404), and an update
-    of an executed task from anyone but its node (409). `reporter` is the node account that sends it
-    (a pull agent); its update is a report on the task's current run, or on `run_id` if it names one.
+    Refused here, at once, rather than dropped later by a writer: an unknown task (404), an update of
+    an executed task from anyone but its node (409), or from its node without the run it is about
+    (400). `reporter` is the node account that sends it (a pull agent); its update is a report on
+    `run_id`, applied only if that is still the task's current run.
     """
     row = GlobalTask.objects.filter(pk=task_id).values("node", "run_id").first()
     if row is None:
@@ -203,12 +224,18 @@ def task_update_push(
                 f"Task {task_id!r} is executed by node {row['node']!r}: its status comes from its node's reports. "
                 f"Cancel it with POST /api/v1/tasks/{task_id}/cancel/"
             )
+        if not run_id:
+            # Without it, a report about a run the agent fetched before a retry would land on the new run.
+            raise InvalidInput(
+                f"'run_id' is required: the run id the pull API gave with task {task_id!r} (the current one is "
+                f"{row['run_id']!r})"
+            )
         update = StatusUpdate(
             task_id=task_id,
             status=status,
             status_data=task_status_data,
             source=source,
-            run_id=run_id or row["run_id"],
+            run_id=run_id,
             origin=Origin.NODE,
         )
     else:
@@ -295,5 +322,9 @@ def task_cancel(*, task_id: str, source: str = "") -> GlobalTask:
 
 def _cannot_have_started(task: GlobalTask) -> bool:
     """Pending and never published (waiting for its order key, or for a pull agent, which marks what it
-    fetches received): no node has it, and publish() sends only what is still pending."""
-    return task.task_status == Status.PENDING and task.dispatched_at is None
+    fetches received): no node has it, and publish() sends only what is still pending. Or its node is
+    offline: nothing runs there now, and should it come back, the run's cancel marker stops the run
+    before it starts (its redelivered message included)."""
+    if task.task_status == Status.PENDING and task.dispatched_at is None:
+        return True
+    return Node.objects.filter(name=task.node, offline_since__isnull=False).exists()

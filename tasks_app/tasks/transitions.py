@@ -124,7 +124,7 @@ def _apply(u: StatusUpdate, state: _State | None, at: datetime) -> Outcome:
         if target == Status.COMPLETED and u.origin is Origin.NODE:
             target, data = _complete(u.task_id, state, data)
         if before == Status.CANCELLING:
-            data = _cancel_outcome(state.status_data, data, target)
+            data = _cancel_outcome(state.status_data, data, target, by_node=u.origin is Origin.NODE)
         run_id = u.run_id if u.retry else state.run_id
         state.status = target
         state.dirty = True
@@ -161,16 +161,19 @@ def _screen(u: StatusUpdate, state: _State) -> tuple[Verdict, str] | None:
     return None
 
 
-def _cancel_outcome(stored: Any, data: dict[str, Any] | None, target: str) -> dict[str, Any] | None:
+def _cancel_outcome(stored: Any, data: dict[str, Any] | None, target: str, *, by_node: bool) -> dict[str, Any] | None:
     """A cancelling task ended: keep the cancel request in task_status_data, and say how it ended."""
     request = (stored or {}).get("cancel") if isinstance(stored, dict) else None
     if not isinstance(request, dict):
         return data
-    how = {
-        Status.CANCELLED: "stopped on its node",
-        Status.COMPLETED: "too late: the run had finished first",
-        Status.FAILED: "too late: the run had failed first",
-    }.get(Status(target), "")
+    if by_node:
+        how = {
+            Status.CANCELLED: "stopped on its node",
+            Status.COMPLETED: "too late: the run had finished first",
+            Status.FAILED: "too late: the run had failed first",
+        }.get(Status(target), "")
+    else:  # the dead-node sweep is the one writer but a node to end a cancelling task
+        how = "its node went offline, so nothing runs there any more"
     return {**(data if data is not None else stored), "cancel": {**request, "outcome": how}}
 
 

@@ -83,16 +83,17 @@ def alloc(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
         allocations: dict[str, Any] = state["allocations"]
         used = sum(_blocks(e) for e in allocations.values())
         held = allocations.get(ctx.task_id)
+        replaced: dict[str, Any] = {}
         if held is not None:
             if isinstance(held, dict) and held.get("run") == ctx.run_id:  # this run, delivered again
                 return {"allocation_id": ctx.task_id, "blocks": _blocks(held), "free_blocks": capacity - used}
-            # An earlier task under the same id (deleted, then created again) still holds it: never
-            # hand its blocks to this one.
-            raise HandlerError(
-                f"node {ctx.node} already holds allocation {ctx.task_id} ({_blocks(held)} blocks) from an "
-                "earlier task with this id; free it with block_free first",
-                {"allocation_id": ctx.task_id, "blocks": _blocks(held)},
-            )
+            # Another run's entry under this id: one that never completed (the server refuses an id whose
+            # allocation it recorded), such as a run failed by hand, deleted, or cut off by the dead-node
+            # sweep. Its blocks were never anybody's: this run replaces it rather than reusing it.
+            replaced = {
+                "replaced": {"run": held.get("run") if isinstance(held, dict) else None, "blocks": _blocks(held)}
+            }
+            used -= _blocks(allocations.pop(ctx.task_id))
         free = capacity - used
         if wanted > free:
             raise HandlerError(
@@ -100,7 +101,7 @@ def alloc(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
                 {"asked": wanted, "free_blocks": free, "capacity_blocks": capacity},
             )
         allocations[ctx.task_id] = {"blocks": wanted, "run": ctx.run_id}
-    return {"allocation_id": ctx.task_id, "blocks": wanted, "free_blocks": free - wanted}
+    return {"allocation_id": ctx.task_id, "blocks": wanted, "free_blocks": free - wanted, **replaced}
 
 
 @register("block_free", validate=validate_free, participants=payload.one_node, order_key=allocation_order)

@@ -233,7 +233,7 @@ def delete_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
             raise HandlerError(f"{path} on node {ctx.node} belongs to volume {meta.get('volume')!r}, not removing")
         else:
             shutil.rmtree(path)
-        removed.append(str(path))
+            removed.append(str(path))  # only what was there: an undoing of a part that never ran removes nothing
     default_parent = ctx.data_dir / "volumes" / share["volume"]
     if default_parent.exists() and not any(default_parent.iterdir()):
         default_parent.rmdir()

@@ -5,13 +5,17 @@ list for the answers; its own part runs in place (waiting on its own queue could
 node without a live heartbeat fails at once; one that does not answer in time fails with a
 timeout. Nothing waits longer than TASKHUB_FANOUT_TIMEOUT.
 
-Safe points: before sending each participant its part, and between the waits for answers. When the
-task was cancelled, the initiator stops there, has the parts that were done undone (when the type has
-a compensating step), and raises Cancelled saying so. Parts not sent, or still queued, refuse to start
-on their own (workers/node/runner.py).
+Cancel: before sending each participant its part, the initiator checks for a cancel, and sends no
+more parts once there is one. It still waits for every part it did send: each stops at its own safe
+points (or refuses to start), so the answers come soon. Then it has the parts that did something
+undone, waits for that too, and raises Cancelled saying where it stopped and what was undone. The
+task is reported cancelled only then, so the next task of its ordering key never runs beside a part
+of this one. A part that has not answered within TASKHUB_FANOUT_TIMEOUT is sent its undoing, which
+waits for the part on that node; the report names those nodes (compensation_sent).
 
-When the failure is for good (no automatic retry left, or not a failure a retry could cure) and
-the task type declares a compensating step, the nodes whose part succeeded are rolled back.
+Failure: when a part fails and the type declares a compensating step, the parts that succeeded (and
+those that did not answer in time) are rolled back, whether or not the run will be retried, so that
+every try starts from nothing and a cancel that comes during a retry's backoff leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -46,12 +50,10 @@ def fan_out(ctx: NodeRunContext, parts: dict[str, dict[str, Any]]) -> dict[str, 
     if all(a["ok"] for a in answers.values()):
         return {node: a["result"] for node, a in answers.items()}
     failure = FanOutFailed(answers)
-    if can_undo and (ctx.final or not failure.recoverable):
+    if can_undo:
         # Nodes that succeeded, and nodes that did not answer in time: their part may still run
         # later, and its undoing waits for it on that node.
-        done = {
-            node: parts[node] for node, a in answers.items() if a["ok"] or a.get("error", {}).get("type") == "Timeout"
-        }
+        done = {node: parts[node] for node, a in answers.items() if a["ok"] or _kind(a) == "Timeout"}
         if done:
             failure = FanOutFailed(answers, rolled_back=gather(_undoing(ctx), done, mode="compensate"))
     raise failure
@@ -60,12 +62,14 @@ def fan_out(ctx: NodeRunContext, parts: dict[str, dict[str, Any]]) -> dict[str, 
 def _stop(
     ctx: NodeRunContext, parts: dict[str, dict[str, Any]], answers: dict[str, Answer], can_undo: bool, end: run_end.End
 ) -> None:
-    """The run was cancelled (or ended by the server) during the fan-out: undo what its parts did, then
-    raise. Parts that answered (done, or stopped midway by the cancel) are undone before this returns;
-    a part not waited for may still be running, so its undoing is sent to queue behind it."""
-    touched = {node: parts[node] for node, a in answers.items() if a["ok"] or _kind(a) in ("Cancelled", "Superseded")}
+    """The run was cancelled (or ended by the server) during the fan-out: undo what its parts did, wait
+    for that, then raise. A part that answered (done, or stopped midway at a safe point) is undone here;
+    one that never answered in time is sent its undoing, which waits for the part on its node."""
+    # Every part that ran, however it ended (done, stopped midway by the cancel, failed): compensating
+    # steps undo only what this run did, so undoing one that did nothing is harmless.
+    touched = {node: parts[node] for node, a in answers.items() if _kind(a) not in (*_NEVER_RAN, "Timeout")}
     compensated = gather(_undoing(ctx), touched, mode="compensate") if can_undo and touched else {}
-    unanswered = [node for node, a in answers.items() if _kind(a) == "NotWaitedFor"]
+    unanswered = [node for node, a in answers.items() if _kind(a) == "Timeout"]
     if can_undo:
         for node in unanswered:
             _send(ctx, node, parts[node], mode="compensate", reply_key=_reply_key(ctx, "compensate-late"))
@@ -79,6 +83,10 @@ def _stop(
     if unanswered and can_undo:
         details["compensation_sent"] = unanswered
     raise Cancelled(message, details)
+
+
+# Answers of parts that never ran: nothing of theirs to undo.
+_NEVER_RAN = ("NodeOffline", "NotSent")
 
 
 def _kind(answer: Answer) -> str:
@@ -110,8 +118,8 @@ def _send(ctx: NodeRunContext, node: str, payload: dict[str, Any], *, mode: str,
 
 def gather(ctx: NodeRunContext, parts: dict[str, dict[str, Any]], *, mode: str) -> dict[str, Answer]:
     """Run `mode` ("part" or "compensate") on every node in `parts`; every node's answer, in order.
-    A cancel (seen at a safe point) stops the sending and the waiting; the nodes not waited for
-    answer "NotWaitedFor"."""
+    A cancel stops the sending of parts (the nodes not sent one answer "NotSent"), never the waiting
+    for those sent: they stop on their own."""
     timeout = float(settings.TASKHUB_FANOUT_TIMEOUT)
     reply_key = _reply_key(ctx, mode)
     answers: dict[str, Answer] = {}
@@ -120,7 +128,7 @@ def gather(ctx: NodeRunContext, parts: dict[str, dict[str, Any]], *, mode: str) 
         if node == ctx.node:
             continue
         if ctx.cancelled():
-            break
+            break  # a safe point between participants: send no more
         if not heartbeat.alive(node):
             answers[node] = _failed("NodeOffline", f"node {node} is offline (no heartbeat)")
             continue
@@ -140,13 +148,12 @@ def gather(ctx: NodeRunContext, parts: dict[str, dict[str, Any]], *, mode: str) 
         )
     redis_client = client()
     deadline = time.monotonic() + timeout
-    while waiting and not ctx.cancelled():
+    while waiting:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        # Short waits in a loop: each is a safe point, and the shared client's socket timeout (5 s)
-        # must outlast each one.
-        wait = max(1, min(2, int(left + 0.999)))
+        # Short waits in a loop: the shared client's socket timeout (5 s) must outlast each one.
+        wait = max(1, min(3, int(left + 0.999)))
         popped = cast(list[bytes] | None, redis_client.blpop([reply_key], timeout=wait))
         if popped:
             answer = json.loads(popped[1])
@@ -154,14 +161,13 @@ def gather(ctx: NodeRunContext, parts: dict[str, dict[str, Any]], *, mode: str) 
                 waiting.discard(answer["node"])
                 answers[answer["node"]] = answer
     redis_client.delete(reply_key)
-    stopped = ctx.cancelled()
     for node in parts:
         if node in answers:
             continue
-        if stopped:
-            answers[node] = _failed("NotWaitedFor", f"node {node}: not waited for, the task was cancelled")
-        else:
+        if node in waiting:
             answers[node] = _failed("Timeout", f"node {node} did not answer within {timeout:g}s")
+        else:
+            answers[node] = _failed("NotSent", f"node {node}: its part was not sent, the task was cancelled")
     return {node: answers[node] for node in parts}
 
 

@@ -56,6 +56,24 @@ class RunGuard:
         os.replace(tmp, self._done_path)
 
 
+def run_here(state_dir: Path, run_id: str) -> bool:
+    """Whether any delivery of this run is running on this node now (its lock is held), or has run
+    here (it recorded an outcome), whatever its automatic retry or part."""
+    runs = state_dir / "runs"
+    if not runs.is_dir():
+        return False
+    if any(runs.glob(f"{run_id}.*.done.json")):
+        return True
+    for lock_path in runs.glob(f"{run_id}.*.lock"):
+        with lock_path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 def prune(state_dir: Path, ttl_seconds: float, now: float | None = None) -> int:
     """Delete ledger files untouched for longer than the run-state TTL. Returns how many."""
     cutoff = (time.time() if now is None else now) - ttl_seconds

@@ -7,15 +7,22 @@ from typing import Any
 
 from workers.node import identity
 from workers.node.context import NodeRunContext
-from workers.node.guard import RunGuard, prune_now_and_then
+from workers.node.guard import RunGuard, prune_now_and_then, run_here
 from workers.protocol import keys, run_end, specs
 from workers.protocol.errors import Cancelled, FanOutFailed, HandlerError, RecoverableError, StoredFailure, Superseded
 
 
 def _refuse_ended(task_id: str, run_id: str) -> None:
-    """A run the server cancelled or ended never starts (and a part of one never runs)."""
+    """A run the server cancelled or ended never starts (and a part of one never runs).
+
+    A cancelled run's message confirms the cancel ("cancelled before it started") only if no other
+    delivery of the same run is running here or has run here: that one reports how it ended itself,
+    and a duplicate (the sweep sends a cancelled run again when its message may be lost) must not
+    claim it never started."""
     end = run_end.end_of(run_id)
     if end is run_end.End.CANCEL:
+        if run_here(identity.state_dir(), run_id):
+            raise Superseded(f"run {run_id} of task {task_id} is running or has run here; it reports for itself")
         raise Cancelled(f"task {task_id} was cancelled before it started", {"stopped": "before it started"})
     if end is run_end.End.VOID:
         raise Superseded(f"run {run_id} of task {task_id} was ended by the server before it started")
@@ -60,6 +67,7 @@ def run_part(
         task_id, run_id, task_type, identity.name(), identity.data_dir(), attempt, retries, compensating=compensating
     )
     state = identity.state_dir()
+    prune_now_and_then(state, keys.run_state_ttl())  # a node that only ever takes parts prunes too
     if compensating:
         # Undo only after this node's part of the run has stopped: wait for its lock, if it is running.
         with RunGuard(state, f"{ctx.run_key}.part").hold():
