@@ -189,12 +189,14 @@ def nodes_table(status_data: Any) -> Table | None:
 
 
 def history_table(rows: Iterable[Mapping[str, Any]]) -> Table:
-    grid = table("AT", "FROM", "TO", "SOURCE", title="History")
+    """Every change: when, from, to, which run (its id's first 8 characters; none for a tracked task), who."""
+    grid = table("AT", "FROM", "TO", "RUN", "SOURCE", title="History")
     for row in rows:
         grid.add_row(
             text(iso_time(row.get("at"))),
             text(row.get("from_status") or "(created)", "dim" if not row.get("from_status") else ""),
             status_text(row.get("to_status")),
+            text(str(row.get("run_id") or "")[:8], "dim"),
             text(row.get("source")),
         )
     return grid

@@ -281,6 +281,11 @@ def test_retry_and_cancel(live_server: LiveServer, cluster: Cluster) -> None:
     assert GlobalTask.objects.get(pk="cli-failed").attempts == 1
     again = taskhub(live_server, "task", "retry", "cli-failed")
     assert again.exit_code == 1 and "Only a failed or cancelled task can be retried" in again.stderr
+    # The history shows which run each change belongs to: the failed one, then the retry's.
+    runs = list(GlobalTask.objects.get(pk="cli-failed").history.order_by("at", "id").values_list("run_id", flat=True))
+    shown = taskhub(live_server, "task", "show", "cli-failed").stdout
+    history = shown[shown.index("History") :].splitlines()[2:]
+    assert [line.split()[4] for line in history] == [run[:8] for run in runs] and runs[0] != runs[-1]
     cancelled = taskhub(live_server, "task", "cancel", "cli-failed", "--json")
     assert as_json(cancelled)["task_status"] == "cancelled"
     assert taskhub(live_server, "task", "cancel", "cli-failed").exit_code == 1

@@ -156,7 +156,7 @@ def _screen(u: StatusUpdate, state: _State) -> tuple[Verdict, str] | None:
     if state.node and u.origin is Origin.CLIENT and u.status != Status.FAILED and not u.retry:
         return Verdict.REJECT, (
             f"task {u.task_id!r} is executed by node {state.node!r}: its status comes from its node's reports. "
-            "A client may fail it, or cancel it (POST /api/v1/tasks/<id>/cancel/)"
+            "A client may cancel it (POST /api/v1/tasks/<id>/cancel/), or fail it before a node has it"
         )
     return None
 

@@ -189,32 +189,26 @@ def _set_state(ctx: RunContext, data: dict[str, Any], state: str) -> dict[str, A
     return {"volume": data["name"], "state": state}
 
 
-@register(
-    "volume_start",
-    validate=validate_existing,
-    participants=participants,
-    part=set_state_part,
-    compensate=restore_state_part,
-    reassignable=True,
-    order_key=volume_order,
-)
-def start(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
-    """Marks every storage unit started."""
-    return _set_state(ctx, data, "started")
+def _register_state_change(task_type: str, state: str) -> None:
+    """volume_start and volume_stop: the same steps, towards another state."""
+
+    def run(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
+        return _set_state(ctx, data, state)
+
+    register(
+        task_type,
+        validate=validate_existing,
+        participants=participants,
+        part=set_state_part,
+        compensate=restore_state_part,
+        reassignable=True,
+        order_key=volume_order,
+        description=f"Marks every storage unit {state}.",
+    )(run)
 
 
-@register(
-    "volume_stop",
-    validate=validate_existing,
-    participants=participants,
-    part=set_state_part,
-    compensate=restore_state_part,
-    reassignable=True,
-    order_key=volume_order,
-)
-def stop(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
-    """Marks every storage unit stopped."""
-    return _set_state(ctx, data, "stopped")
+_register_state_change("volume_start", "started")
+_register_state_change("volume_stop", "stopped")
 
 
 # --- volume_delete -------------------------------------------------------------------------------

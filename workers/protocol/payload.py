@@ -10,13 +10,17 @@ from workers.protocol.errors import PayloadError
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def name(data: dict[str, Any], field: str) -> str:
+def _matching(data: dict[str, Any], field: str, pattern: re.Pattern[str], what: str) -> str:
     value = data.get(field)
     if value is None:
         raise PayloadError(field, "is required")
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise PayloadError(field, "must be a name of 1-64 letters, digits, '.', '_' or '-'")
+    if not isinstance(value, str) or not pattern.match(value):
+        raise PayloadError(field, f"must be {what}")
     return value
+
+
+def name(data: dict[str, Any], field: str) -> str:
+    return _matching(data, field, NAME_RE, "a name of 1-64 letters, digits, '.', '_' or '-'")
 
 
 def positive_int(data: dict[str, Any], field: str, *, maximum: int = 1 << 31) -> int:
@@ -47,9 +51,4 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
 def identifier(data: dict[str, Any], field: str) -> str:
-    value = data.get(field)
-    if value is None:
-        raise PayloadError(field, "is required")
-    if not isinstance(value, str) or not ID_RE.match(value):
-        raise PayloadError(field, "must be an id of 1-64 letters, digits, '.', '_', ':' or '-'")
-    return value
+    return _matching(data, field, ID_RE, "an id of 1-64 letters, digits, '.', '_', ':' or '-'")
