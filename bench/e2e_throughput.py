@@ -263,7 +263,7 @@ class Section:
                 raise RuntimeError(f"{name} exited ({proc.returncode}): {log.read_text()[-2000:]}")
 
     def _wait_started(self) -> None:
-        from workers.node.heartbeat import alive
+        from workers.protocol.liveness import alive
 
         deadline = time.monotonic() + 60
         while "writer started" not in self.writer_log.read_text() or not alive(NODE):

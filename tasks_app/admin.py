@@ -62,8 +62,8 @@ class GlobalTaskForm(forms.ModelForm[GlobalTask]):
 
 class TaskStatusChangeInline(admin.TabularInline[TaskStatusChange, GlobalTask]):
     model = TaskStatusChange
-    fields = ("at", "from_status", "to_status", "source")
-    readonly_fields = ("at", "from_status", "to_status", "source")
+    fields = ("at", "from_status", "to_status", "run_id", "source")
+    readonly_fields = ("at", "from_status", "to_status", "run_id", "source")
     extra = 0
     can_delete = False
     verbose_name_plural = "history"

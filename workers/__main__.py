@@ -29,11 +29,12 @@ def build(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     args = parser.parse_args(argv)
     if not NAME_RE.match(args.name):
         parser.error(f"invalid node name {args.name!r}: use letters, digits, '.', '_' or '-'")
-    var_dir = Path(os.environ.get("TASKHUB_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
-    data_dir = Path(args.data_dir or var_dir / "nodes" / args.name).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, DJANGO_SETTINGS_MODULE=NODE_SETTINGS, TASKHUB_NODE_NAME=args.name)
-    env["TASKHUB_NODE_DATA_DIR"] = str(data_dir)
+    where = "var/nodes/<name> under TASKHUB_VAR_DIR (workers/node/identity.py)"
+    if args.data_dir:
+        data_dir = Path(args.data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env["TASKHUB_NODE_DATA_DIR"] = where = str(data_dir)
     if args.capacity_blocks is not None:
         env["TASKHUB_NODE_CAPACITY_BLOCKS"] = str(args.capacity_blocks)
     celery = [
@@ -46,7 +47,7 @@ def build(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         "--loglevel", args.loglevel,
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip
-    print(f"node {args.name}: queue {node_queue(args.name)}, data in {data_dir}", flush=True)
+    print(f"node {args.name}: queue {node_queue(args.name)}, data in {where}", flush=True)
     return celery, env
 
 

@@ -20,8 +20,8 @@ from tasks_app.tasks.dispatch import end_run, least_loaded
 from tasks_app.tasks.models import GlobalTask
 from tasks_app.tasks.services import task_retry
 from tasks_app.tasks.transitions import task_transition
-from workers.protocol import keys, specs
-from workers.protocol.connection import client
+from workers.protocol import specs
+from workers.protocol.liveness import alive
 from workers.protocol.messages import Origin, StatusUpdate
 from workers.protocol.run_end import End
 from workers.protocol.status import UNFINISHED, Status, Verdict
@@ -38,7 +38,7 @@ def sweep_dead_nodes() -> int:
     silent = Node.objects.filter(silent_since, transport=Node.Transport.QUEUE, offline_since__isnull=True)
     went = 0
     for node in silent:
-        if client().exists(keys.alive_key(node.name)):
+        if alive(node.name):
             # The node's own key (Redis keeps its time to live) says it is alive: the writers are
             # only behind. Never take a live node's tasks away.
             continue

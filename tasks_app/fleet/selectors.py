@@ -11,6 +11,7 @@ from django.http import Http404
 
 from tasks_app.fleet.models import Cluster, Node, Volume
 from tasks_app.tasks.models import GlobalTask
+from tasks_app.tasks.selectors import order_key_blockers
 from workers.protocol.status import UNFINISHED, Status
 
 
@@ -64,18 +65,12 @@ def volume_get(*, cluster: Cluster, name: str) -> Volume:
 def node_open_tasks(*, node: Node, since: int | None = None) -> QuerySet[GlobalTask]:
     """Tasks assigned to a node that are not finished yet, oldest first (Kadalu's pull API); a
     cancelling one among them is for the agent to stop."""
-    unfinished = list(UNFINISHED)
-    # Like the queue's dispatch (tasks_app/tasks/dispatch.py): a task waits while an earlier one of its
-    # order key is unfinished, or another one of it is running.
-    earlier = Q(created_ns__lt=OuterRef("created_ns"), task_status__in=unfinished)
-    running = Q(task_status__in=[Status.RECEIVED, Status.IN_PROGRESS, Status.CANCELLING])
-    waiting = (
-        GlobalTask.objects.filter(earlier | running, order_key=OuterRef("order_key"))
-        .exclude(order_key="")
-        .exclude(pk=OuterRef("pk"))
-    )
+    # The same turn as the queue's dispatch (tasks_app/tasks/dispatch.py).
+    waiting = order_key_blockers(
+        task_id=OuterRef("pk"), order_key=OuterRef("order_key"), created_ns=OuterRef("created_ns")
+    ).exclude(order_key="")
     qs = (
-        GlobalTask.objects.filter(node=node.name, task_status__in=unfinished)
+        GlobalTask.objects.filter(node=node.name, task_status__in=UNFINISHED)
         .exclude(Q(task_status=Status.PENDING) & Exists(waiting))
         .order_by("task_create_timestamp", "task_id")
     )

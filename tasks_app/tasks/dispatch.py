@@ -18,15 +18,13 @@ from tasks_app.families import registry as families
 from tasks_app.fleet.models import Node
 from tasks_app.fleet.selectors import online_cutoff
 from tasks_app.tasks.models import GlobalTask, TaskStatusChange, now_ts
+from tasks_app.tasks.selectors import order_key_blockers
 from workers.protocol import run_end, specs
 from workers.protocol.errors import PayloadError
 from workers.protocol.messages import ExecuteKwargs
 from workers.protocol.payload import NAME_RE
 from workers.protocol.queues import EXECUTE_TASK, TASK_ID_HEADER, node_queue
 from workers.protocol.status import UNFINISHED, Status
-
-# A task its node may be working on.
-RUNNING = (Status.RECEIVED, Status.IN_PROGRESS, Status.CANCELLING)
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +119,28 @@ def publish(task_id: str) -> bool:
     row = _run_row(GlobalTask.objects.filter(pk=task_id, task_status=Status.PENDING))
     if row is None:
         return False
-    if row["order_key"] and _waits_for_its_turn(task_id, row["order_key"], row["created_ns"]):
+    if (
+        row["order_key"]
+        and order_key_blockers(task_id=task_id, order_key=row["order_key"], created_ns=row["created_ns"]).exists()
+    ):
         return False
     if Node.objects.filter(name=row["node"], transport=Node.Transport.PULL).exists():
         return False  # that node fetches its tasks itself (GET /api/v1/tasks/<cluster>/<node>)
     return _send_run(task_id, row)
 
 
+# What a run's message is made of (and what publish() checks before it sends one).
+_RUN_FIELDS = ("task_type", "task_data", "node", "attempts", "order_key", "created_ns", "run_id")
+
+
 def _run_row(qs: QuerySet[GlobalTask]) -> dict[str, Any] | None:
-    fields = ("task_type", "task_data", "node", "attempts", "order_key", "created_ns", "run_id")
-    row = qs.exclude(node="").values(*fields).first()
+    row = qs.exclude(node="").values(*_RUN_FIELDS).first()
     return dict(row) if row is not None else None
+
+
+def _pull_nodes() -> QuerySet[Node, str]:
+    """Names of the nodes that fetch their tasks themselves: nothing is published to them."""
+    return Node.objects.filter(transport=Node.Transport.PULL).values_list("name", flat=True)
 
 
 def _send_run(task_id: str, row: dict[str, Any]) -> bool:
@@ -155,15 +164,6 @@ def _send_run(task_id: str, row: dict[str, Any]) -> bool:
     return True
 
 
-def _waits_for_its_turn(task_id: str, key: str, created_ns: int) -> bool:
-    """One at a time, in creation order: an earlier task of the key is unfinished, or another one (a
-    later one, released while this one had failed before its retry) is running."""
-    same_key = GlobalTask.objects.filter(order_key=key).exclude(pk=task_id)
-    earlier = Q(created_ns__lt=created_ns, task_status__in=UNFINISHED)
-    running = Q(task_status__in=RUNNING)
-    return same_key.filter(earlier | running).exists()
-
-
 def publish_next(order_key: str) -> bool:
     """A task of this key finished: publish the oldest pending one, if any."""
     nxt = (
@@ -185,7 +185,7 @@ def sweep(limit: int = 500) -> int:
     rows = list(
         GlobalTask.objects.filter(never | stale, task_status=Status.PENDING)
         .exclude(node="")
-        .exclude(node__in=Node.objects.filter(transport=Node.Transport.PULL).values("name"))
+        .exclude(node__in=_pull_nodes())
         .order_by("task_create_timestamp")
         .values_list("task_id", "node", "dispatched_at")[:limit]
     )
@@ -211,15 +211,16 @@ def _resend_unconfirmed_cancels(now: int, limit: int) -> int:
         GlobalTask.objects.filter(
             task_status=Status.CANCELLING, dispatched_at__lte=now - settings.TASKHUB_REDISPATCH_SECONDS
         )
-        .exclude(node__in=Node.objects.filter(transport=Node.Transport.PULL).values("name"))
+        .exclude(node="")
+        .exclude(node__in=_pull_nodes())
         .exclude(Exists(reached))
         .order_by("task_update_timestamp")
+        .values("task_id", *_RUN_FIELDS)
     )
     sent = 0
-    for task_id in list(waiting.values_list("task_id", flat=True)[:limit]):
-        row = _run_row(GlobalTask.objects.filter(pk=task_id, task_status=Status.CANCELLING))
-        if row is not None and _queue_length(row["node"]) == 0:
-            sent += _send_run(task_id, row)
+    for row in list(waiting[:limit]):
+        if _queue_length(row["node"]) == 0:
+            sent += _send_run(row["task_id"], row)
     if sent:
         log.info("sweep sent %s cancelled run(s) again, for their nodes to confirm", sent)
     return sent

@@ -6,12 +6,13 @@ import base64
 import binascii
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Q, QuerySet
 
 from tasks_app.errors import InvalidInput, TaskNotFound
 from tasks_app.models import GlobalTask, TaskStatusChange
-from workers.protocol.status import TERMINAL
+from workers.protocol.status import RUNNING, TERMINAL, UNFINISHED
 
 
 def task_get(*, task_id: str) -> GlobalTask:
@@ -21,8 +22,13 @@ def task_get(*, task_id: str) -> GlobalTask:
     return task
 
 
-def task_exists(*, task_id: str) -> bool:
-    return GlobalTask.objects.filter(pk=task_id).exists()
+def order_key_blockers(*, task_id: Any, order_key: Any, created_ns: Any) -> QuerySet[GlobalTask]:
+    """What a task of an ordering key waits for: one at a time, in creation order. An earlier task of
+    the key that is unfinished, or another one that is running (a later one, released while this one
+    had failed, before its retry). The arguments may be OuterRef()s, for a subquery over many tasks."""
+    earlier = Q(created_ns__lt=created_ns, task_status__in=UNFINISHED)
+    running = Q(task_status__in=RUNNING)
+    return GlobalTask.objects.filter(earlier | running, order_key=order_key).exclude(pk=task_id)
 
 
 def task_filter(

@@ -226,10 +226,7 @@ def task_update_push(
             )
         if not run_id:
             # Without it, a report about a run the agent fetched before a retry would land on the new run.
-            raise InvalidInput(
-                f"'run_id' is required: the run id the pull API gave with task {task_id!r} (the current one is "
-                f"{row['run_id']!r})"
-            )
+            raise InvalidInput(f"'run_id' is required: the run id the pull API gave with task {task_id!r}")
         update = StatusUpdate(
             task_id=task_id,
             status=status,

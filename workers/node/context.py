@@ -43,13 +43,14 @@ class NodeRunContext:
         return not self.compensating and run_end.end_of(self.run_id) is not None
 
     def check_cancelled(self, step: str = "") -> None:
-        if self.compensating:
-            return
-        end = run_end.end_of(self.run_id)
-        where = f" {step}" if step else ""
-        if end is run_end.End.VOID:
-            raise Superseded(f"run {self.run_id} of task {self.task_id} was ended by the server{where}")
-        if end is run_end.End.CANCEL:
-            raise Cancelled(
-                f"task {self.task_id} was cancelled; stopped{where}", {"stopped": step or "at a safe point"}
-            )
+        if not self.compensating:
+            stop_if_ended(self.task_id, self.run_id, run_end.end_of(self.run_id), step)
+
+
+def stop_if_ended(task_id: str, run_id: str, end: run_end.End | None, step: str = "") -> None:
+    """Raise what a run's end marker means at this point: Cancelled (reported) or Superseded (silent)."""
+    where = f" {step}" if step else ""
+    if end is run_end.End.VOID:
+        raise Superseded(f"run {run_id} of task {task_id} was ended by the server{where}")
+    if end is run_end.End.CANCEL:
+        raise Cancelled(f"task {task_id} was cancelled{where}", {"stopped": step or "at a safe point"})

@@ -29,11 +29,12 @@ from typing import Any, cast
 from celery import current_app
 from django.conf import settings
 
-from workers.node import heartbeat, runner
+from workers.node import runner
 from workers.node.context import NodeRunContext
 from workers.protocol import keys, run_end, specs
 from workers.protocol.connection import client
 from workers.protocol.errors import Cancelled, FanOutFailed, Superseded
+from workers.protocol.liveness import alive
 from workers.protocol.messages import PartKwargs
 from workers.protocol.queues import EXECUTE_PART_TASK
 
@@ -129,7 +130,7 @@ def gather(ctx: NodeRunContext, parts: dict[str, dict[str, Any]], *, mode: str) 
             continue
         if ctx.cancelled():
             break  # a safe point between participants: send no more
-        if not heartbeat.alive(node):
+        if not alive(node):
             answers[node] = _failed("NodeOffline", f"node {node} is offline (no heartbeat)")
             continue
         _send(ctx, node, payload, mode=mode, reply_key=reply_key)

@@ -26,10 +26,6 @@ def beat(node: str, info: dict[str, Any]) -> None:
     push_heartbeat(node, info)
 
 
-def alive(node: str) -> bool:
-    return bool(client().exists(keys.alive_key(node)))
-
-
 def forget(node: str) -> None:
     client().delete(keys.alive_key(node))
 

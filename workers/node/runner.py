@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workers.node import identity
-from workers.node.context import NodeRunContext
+from workers.node.context import NodeRunContext, stop_if_ended
 from workers.node.guard import RunGuard, prune_now_and_then, run_here
 from workers.protocol import keys, run_end, specs
 from workers.protocol.errors import Cancelled, FanOutFailed, HandlerError, RecoverableError, StoredFailure, Superseded
@@ -20,12 +20,9 @@ def _refuse_ended(task_id: str, run_id: str) -> None:
     and a duplicate (the sweep sends a cancelled run again when its message may be lost) must not
     claim it never started."""
     end = run_end.end_of(run_id)
-    if end is run_end.End.CANCEL:
-        if run_here(identity.state_dir(), run_id):
-            raise Superseded(f"run {run_id} of task {task_id} is running or has run here; it reports for itself")
-        raise Cancelled(f"task {task_id} was cancelled before it started", {"stopped": "before it started"})
-    if end is run_end.End.VOID:
-        raise Superseded(f"run {run_id} of task {task_id} was ended by the server before it started")
+    if end is run_end.End.CANCEL and run_here(identity.state_dir(), run_id):
+        raise Superseded(f"run {run_id} of task {task_id} is running or has run here; it reports for itself")
+    stop_if_ended(task_id, run_id, end, "before it started")
 
 
 def run_task(

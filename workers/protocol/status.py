@@ -27,6 +27,8 @@ class Status(str, Enum):
 STATUS_VALUES: tuple[str, ...] = tuple(s.value for s in Status)
 TERMINAL: frozenset[str] = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 UNFINISHED: tuple[Status, ...] = (Status.PENDING, Status.RECEIVED, Status.IN_PROGRESS, Status.CANCELLING)
+# A task its node may be working on.
+RUNNING: tuple[Status, ...] = (Status.RECEIVED, Status.IN_PROGRESS, Status.CANCELLING)
 # What a client may write (create, PUT, /task_update). `cancelling` is set by a cancel only.
 CLIENT_VALUES: tuple[str, ...] = tuple(s for s in STATUS_VALUES if s != Status.CANCELLING)
 
@@ -68,14 +70,6 @@ def canonical(value: object) -> str | None:
         return lowered
     alias = ALIASES.get(lowered)
     return alias.value if alias is not None else None
-
-
-def is_valid_status(value: object) -> bool:
-    return isinstance(value, str) and value in STATUS_VALUES
-
-
-def is_final(status: str) -> bool:
-    return status in TERMINAL
 
 
 def judge(current: str, target: str, *, retry: bool = False) -> Verdict:

@@ -3,7 +3,6 @@ and heartbeats); only the server's writers read it (tasks_app/tasks/stream.py)."
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from workers.protocol import keys
@@ -23,5 +22,5 @@ def push_update(update: StatusUpdate) -> str:
 
 def push_heartbeat(node: str, info: dict[str, Any]) -> str:
     """A node is alive; the writers record it on the Node row (nodes never open the database)."""
-    fields: Any = {**encode_heartbeat(node, info), "at": repr(time.time())}
+    fields: Any = encode_heartbeat(node, info)
     return _sid(client().xadd(keys.stream_key(keys.shard_for(node)), fields))
