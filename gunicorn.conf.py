@@ -10,7 +10,15 @@ import os
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # WEB_CONCURRENCY is the usual knob (gunicorn itself honours it too); size it to the container's CPUs.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# Threaded workers: a long poll (GET /api/v1/tasks/<id>/?wait=, up to 60 s) holds one thread, not a whole
+# process, so the other threads go on serving everything else. TASKHUB_LONGPOLL_SLOTS (taskhub/settings.py)
+# caps the waits per process below this thread count; its default follows GUNICORN_THREADS. Each thread may
+# hold a database connection of its own: WEB_CONCURRENCY x GUNICORN_THREADS must fit PostgreSQL's
+# max_connections together with the writers and the scheduler.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# With gthread this no longer bounds one request: the worker's main thread heartbeats while the request
+# threads work, so a 60 s wait is never killed. It only catches a worker whose main loop is stuck.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # On SIGTERM (docker stop) a worker finishes the request in hand; below compose's stop_grace_period.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))

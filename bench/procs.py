@@ -67,7 +67,10 @@ class Server:
             PYTHON, "-m", "gunicorn", "taskhub.wsgi:application",
             "--bind", f"{self.host}:{self.port}",
             "--workers", str(workers),
+            # gunicorn.conf.py (read from ROOT) ships gthread with 8 threads, and gunicorn turns "sync" into
+            # gthread whenever threads > 1: pin one thread so these stay the sync workers the report names.
             "--worker-class", "sync",
+            "--threads", "1",
             "--backlog", "2048",
             "--log-level", "warning",
         ]  # fmt: skip

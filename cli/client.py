@@ -137,6 +137,7 @@ class Api:
                 status_code=resp.status_code,
                 method=method,
                 url=url,
+                retry_after=retry_after_seconds(resp.headers.get("retry-after")),
             )
         if data is None and resp.content:
             raise ApiError(
@@ -184,6 +185,15 @@ def normalize_url(url: str) -> str:
     if problem:
         raise UsageProblem(f"not an http(s) URL: {url!r} (expected e.g. {DEFAULT_URL})")
     return url
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header in its delay-seconds form (the only one taskhub sends); None otherwise."""
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
 
 def _json_or_none(resp: httpx.Response) -> Any:

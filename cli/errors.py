@@ -25,11 +25,15 @@ class CliError(Exception):
 class ApiError(CliError):
     """The server answered with an HTTP error status."""
 
-    def __init__(self, message: str, *, status_code: int, method: str, url: str) -> None:
+    def __init__(
+        self, message: str, *, status_code: int, method: str, url: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.method = method
         self.url = url
+        # Seconds from the answer's Retry-After (a 429 to a long poll), for callers that try again.
+        self.retry_after = retry_after
 
 
 class Unreachable(CliError):

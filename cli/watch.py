@@ -12,11 +12,13 @@ from rich.text import Text
 
 from cli import render
 from cli.client import Api, seg
-from cli.errors import EXIT_FAILED, EXIT_OK, WatchTimeout
+from cli.errors import EXIT_FAILED, EXIT_OK, ApiError, WatchTimeout
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 # Long poll: the server answers as soon as the task changes, or after this many seconds.
 LONG_POLL_SECONDS = 10.0
+# A 429 to a long poll (every slot of that server process taken) without a Retry-After: poll again after this.
+BUSY_RETRY_SECONDS = 2.0
 
 
 def task_path(task_id: str) -> str:
@@ -27,7 +29,8 @@ def follow(api: Api, task: dict[str, Any], *, timeout: float, show: bool) -> dic
     """Follow the task with long polls (GET ...?wait=) until it ends; when `show`, print each status
     it reaches and draw a progress bar from the progress its handler reports.
 
-    Raises WatchTimeout (exit 2) when it has not ended within `timeout` seconds.
+    A 429 (the server's long-poll slots are all taken) is not an error here: it sleeps Retry-After and polls
+    again. Raises WatchTimeout (exit 2) when it has not ended within `timeout` seconds.
     """
     task_id = str(task["task_id"])
     last = str(task.get("task_status"))
@@ -44,7 +47,15 @@ def follow(api: Api, task: dict[str, Any], *, timeout: float, show: bool) -> dic
             if left <= 0:
                 raise WatchTimeout(f"timed out after {timeout:g}s waiting for task {task_id} (still {last})")
             wait = f"{min(LONG_POLL_SECONDS, max(left, 0.1)):.1f}"
-            task = api.get(task_path(task_id), params={"wait": wait})
+            try:
+                task = api.get(task_path(task_id), params={"wait": wait})
+            except ApiError as exc:
+                if exc.status_code != 429:
+                    raise
+                # The server is busy with other long polls, not refusing us: wait as told, then ask again.
+                pause = exc.retry_after if exc.retry_after is not None else BUSY_RETRY_SECONDS
+                time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+                continue
             status = str(task.get("task_status"))
             if status != last:
                 last = status

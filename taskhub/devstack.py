@@ -20,6 +20,8 @@ from pathlib import Path
 
 import redis
 
+from taskhub import private_files
+
 
 @dataclass
 class Proc:
@@ -68,7 +70,8 @@ def redis_server_binary() -> str:
 
 def start_private_redis(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     data = var_dir / "redis"
-    data.mkdir(parents=True, exist_ok=True)
+    # Its append-only file holds every update the API accepted: ours alone, like the rest of var/.
+    private_files.make_private_dir(data, tighten_existing=True)
     port = free_port()
     # Append-only file on: updates accepted by the API must survive a restart of this Redis.
     popen = subprocess.Popen(

@@ -4,6 +4,7 @@ taskhub/settings_node.py instead, which has no database."""
 
 import ipaddress
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -52,6 +53,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_results",
+    "axes",  # password guessing: failed logins, lockouts (tasks_app/api/lockout.py)
     "tasks_app",
 ]
 
@@ -67,6 +69,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: turns a lockout on the admin and /api-auth/login/ into a 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "taskhub.urls"
@@ -105,6 +109,12 @@ else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
+# axes first: it refuses a locked-out user name or address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -140,15 +150,23 @@ TASKHUB_PAGE_SIZE = env.int("TASKHUB_PAGE_SIZE", default=100)
 TASKHUB_MAX_PAGE_SIZE = env.int("TASKHUB_MAX_PAGE_SIZE", default=1000)
 TASKHUB_MAX_BODY_BYTES = env.int("TASKHUB_MAX_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = TASKHUB_MAX_BODY_BYTES
+# Long polls (GET /api/v1/tasks/<id>/?wait=) each hold a gunicorn thread for up to 60 s. At most this many
+# wait at once per process (tasks_app/api/longpoll.py; beyond it a 429), so that the other threads always
+# serve everything else. The default leaves two of gunicorn.conf.py's threads (GUNICORN_THREADS, 8) free.
+TASKHUB_LONGPOLL_SLOTS = env.int("TASKHUB_LONGPOLL_SLOTS", default=max(1, env.int("GUNICORN_THREADS", default=8) - 2))
+# How deeply JSON in a request may nest (task_data, task_status_data, any body), on every write path.
+# Real payloads nest a few levels; the admin, the renderers and the CLI recurse, and a body nested
+# hundreds deep made them fail with RecursionError.
+TASKHUB_MAX_JSON_DEPTH = env.int("TASKHUB_MAX_JSON_DEPTH", default=32)
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PARSER_CLASSES": [
-        "tasks_app.api.parsers.SafeJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # drf-spectacular's, plus each operation's error answers (tasks_app/api/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "tasks_app.api.schema.TaskhubAutoSchema",
+    # django-filter's, strict: an unknown query parameter or an empty choice is a 400, not ignored.
+    "DEFAULT_FILTER_BACKENDS": ["tasks_app.api.filters.StrictFilterBackend"],
+    # JSON only (415 for anything else): a form or text/plain body is what a cross-site page can send
+    # without a preflight, and a multipart "[]" was read as an empty task.
+    "DEFAULT_PARSER_CLASSES": ["tasks_app.api.parsers.SafeJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -156,7 +174,7 @@ REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes "not logged in" a 401 rather than a 403.
     # Session: the admin's login also works in the browsable API (and /api-auth/login/).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "tasks_app.api.authentication.TaskhubTokenAuthentication",  # Token or Bearer, as on every surface
         "rest_framework.authentication.SessionAuthentication",
     ],
     # Who may do what: tasks_app/api/permissions.py. The default is the strict one (operators write,
@@ -182,6 +200,30 @@ TASKHUB_TRUSTED_PROXY_COUNT = env.int("TASKHUB_TRUSTED_PROXY_COUNT", default=0)
 REST_FRAMEWORK["NUM_PROXIES"] = TASKHUB_TRUSTED_PROXY_COUNT  # the client address DRF's throttles count by
 # POST /api/v1/auth/token/ (taskhub login): attempts per client address, against password guessing.
 TASKHUB_LOGIN_RATE = env.str("TASKHUB_LOGIN_RATE", default="20/min")
+# Lockout after failed passwords, on every password login (the admin, /api-auth/login/ and the token
+# endpoint), by django-axes: this many failures for one user name (from any address), or from one
+# address (for any user names), lock that user name or that address out, right password or not. Counted
+# in the database, so every process and every restart sees them. A correct login forgets the user's
+# failures. Operators unlock with `manage.py axes_reset_username <user>`, `axes_reset_ip <ip>`, `axes_reset`.
+TASKHUB_LOGIN_FAILURE_LIMIT = env.int("TASKHUB_LOGIN_FAILURE_LIMIT", default=5)
+if TASKHUB_LOGIN_FAILURE_LIMIT < 1:
+    raise ImproperlyConfigured("TASKHUB_LOGIN_FAILURE_LIMIT must be at least 1 (0 would lock everyone out)")
+# Minutes a lockout lasts after the last failure (a failure during the lockout starts it again).
+# 0: until an operator unlocks it, which hands anyone who knows a user name a way to lock that user out.
+TASKHUB_LOGIN_LOCKOUT_MINUTES = env.float("TASKHUB_LOGIN_LOCKOUT_MINUTES", default=15.0)
+AXES_FAILURE_LIMIT = TASKHUB_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=TASKHUB_LOGIN_LOCKOUT_MINUTES) if TASKHUB_LOGIN_LOCKOUT_MINUTES > 0 else None
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own, not the pair
+# The address taskhub trusts (TASKHUB_TRUSTED_PROXY_COUNT), not axes' own guess from headers.
+AXES_CLIENT_IP_CALLABLE = "tasks_app.api.lockout.lockout_address"
+AXES_RESET_ON_SUCCESS = True
+# axes' database handler, but a correct login forgets only that user's failures, not its address's.
+AXES_HANDLER = "tasks_app.api.lockout.LockoutHandler"
+AXES_COOLOFF_MESSAGE = (
+    "Too many failed logins for this user or from this address: try again in "
+    f"{TASKHUB_LOGIN_LOCKOUT_MINUTES:g} minutes, or ask an operator to unlock it."
+)
+AXES_PERMALOCK_MESSAGE = "Too many failed logins for this user or from this address: ask an operator to unlock it."
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "taskhub API",
@@ -192,6 +234,19 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Request and response shapes apart: a request never carries read-only fields, nor needs them.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # A status a client writes, and one it reads, are two enums (drf-spectacular would give both one name).
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "workers.protocol.status.STATUS_VALUES",
+        "WritableTaskStatusEnum": "tasks_app.api.schema.WRITABLE_STATUSES",
+    },
+    # The seed API is plain Django views, so its paths are written by hand and merged in here.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tasks_app.api.schema.refine_fields",
+        "tasks_app.api.schema.add_seed_api",
+    ],
 }
 
 # --- Operations: metrics, retention (README "Operating it") --------------------------------------

@@ -10,13 +10,17 @@ import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from taskhub import private_files
+
 # Lets admin/DRF classes take type parameters (ModelAdmin[GlobalTask]) at run time.
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# Local state (the SQLite file, static files, the dev admin password, node data) lives here.
+# Local state (the SQLite file, static files, the dev admin password, node data) lives here. It holds
+# secrets, so it is created 0700. The default var/ an older version made world-readable is tightened;
+# a directory named in TASKHUB_VAR_DIR that already exists keeps the modes its owner gave it.
 VAR_DIR = Path(os.environ.get("TASKHUB_VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+private_files.make_private_dir(VAR_DIR, tighten_existing=VAR_DIR == BASE_DIR / "var")
 
 env = environ.Env()
 

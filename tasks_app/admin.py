@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -12,9 +13,29 @@ from django.http import HttpRequest
 from tasks_app.errors import TaskhubError
 from tasks_app.fleet.selectors import node_is_online
 from tasks_app.models import BlockAllocation, Cluster, GlobalTask, Node, StorageUnit, TaskStatusChange, Vdag, Volume
-from tasks_app.tasks import dispatch, services
+from tasks_app.tasks import dispatch, services, validation
 from tasks_app.tasks.models import new_task_id
 from workers.protocol.status import Status, Verdict, judge, judge_initial
+
+
+class JSONFormField(forms.JSONField):
+    """Django's, except that a refused value is shown back escaped: JSON text with a lone surrogate
+    (refused by the checks below) would otherwise make the form's own error page fail to encode."""
+
+    def prepare_value(self, value: Any) -> Any:
+        text = super().prepare_value(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(value, ensure_ascii=True, cls=self.encoder)
+        return text
+
+
+def _checked(check: Any, *args: Any) -> Any:
+    try:
+        return check(*args)
+    except TaskhubError as exc:
+        raise forms.ValidationError(exc.message) from exc
 
 
 class GlobalTaskForm(forms.ModelForm[GlobalTask]):
@@ -27,6 +48,18 @@ class GlobalTaskForm(forms.ModelForm[GlobalTask]):
     class Meta:
         model = GlobalTask
         fields = ["task_type", "task_status", "task_data", "task_status_data"]
+        field_classes = {"task_data": JSONFormField, "task_status_data": JSONFormField}
+
+    # The same edge checks as the APIs (tasks_app/tasks/validation.py): nothing the database or a page
+    # cannot round-trip (a lone surrogate, NUL, nesting past TASKHUB_MAX_JSON_DEPTH) gets in this way either.
+    def clean_task_type(self) -> str:
+        return str(_checked(validation.task_type, self.cleaned_data["task_type"]))
+
+    def clean_task_data(self) -> Any:
+        return _checked(validation.json_object, self.cleaned_data["task_data"], "task_data")
+
+    def clean_task_status_data(self) -> Any:
+        return _checked(validation.json_object, self.cleaned_data["task_status_data"], "task_status_data")
 
     def clean_task_status(self) -> str:
         # Say no on the form, with the reason, rather than after "saved successfully".
@@ -199,7 +232,18 @@ class BlockAllocationAdmin(admin.ModelAdmin[BlockAllocation]):
     list_filter = ["node"]
 
 
+class VdagForm(forms.ModelForm[Vdag]):
+    class Meta:
+        model = Vdag
+        fields = ["name", "cluster", "node", "graph"]
+        field_classes = {"graph": JSONFormField}
+
+    def clean_graph(self) -> Any:
+        return _checked(validation.json_object, self.cleaned_data["graph"], "graph")
+
+
 @admin.register(Vdag)
 class VdagAdmin(admin.ModelAdmin[Vdag]):
+    form = VdagForm
     list_display = ["name", "cluster", "node", "created_at"]
     list_filter = ["cluster"]

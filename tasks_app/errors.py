@@ -27,5 +27,11 @@ class TaskConflict(TaskhubError):
     http_status = 409
 
 
+class AlreadyExists(TaskhubError):
+    """A create named a cluster or node that exists (creating it again would overwrite what it holds)."""
+
+    http_status = 409
+
+
 class UpdateQueueUnavailable(TaskhubError):
     http_status = 503

@@ -1,8 +1,8 @@
 from django.urls import include, path
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.routers import DefaultRouter
 
 from tasks_app.api import health, seed
+from tasks_app.api.auth_token import ObtainTokenView
 from tasks_app.api.clusters import ClusterViewSet, NodeTasksView, NodeViewSet, VolumeViewSet
 from tasks_app.api.permissions import LoginRateThrottle
 from tasks_app.api.v1 import TaskViewSet
@@ -28,10 +28,10 @@ urlpatterns = [
         VolumeViewSet.as_view({"get": "list", "post": "create"}, schema=None),
     ),
     # username + password -> {"token": ...} (`taskhub login`). No authentication classes: a stale token
-    # in the request must not stop its owner from logging in again.
+    # in the request must not stop its owner from logging in again. Under axes' lockout (auth_token.py).
     path(
         "api/v1/auth/token/",
-        ObtainAuthToken.as_view(authentication_classes=(), throttle_classes=(LoginRateThrottle,)),
+        ObtainTokenView.as_view(authentication_classes=(), throttle_classes=(LoginRateThrottle,)),
         name="auth-token",
     ),
     path("api/v1/", include(router.urls)),

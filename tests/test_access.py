@@ -221,9 +221,10 @@ def test_operator_may_do_everything(operator_client: Client, tasks: dict[str, st
 # --- service account -----------------------------------------------------------------------------
 
 
-def test_service_account_uses_the_seed_api_and_creates_and_reads_tasks(
+def test_service_account_does_to_tasks_on_v1_what_it_does_on_the_seed_api(
     service_client: Client, tasks: dict[str, str]
 ) -> None:
+    # One permission model (README "Access control"): tasks, on both surfaces; the rest it reads.
     assert seed_calls(service_client, tasks["none"]) == ALL_OK
     resp = post(service_client, "/api/v1/tasks/", {"task_type": "t"})
     assert resp.status_code == 201
@@ -232,8 +233,13 @@ def test_service_account_uses_the_seed_api_and_creates_and_reads_tasks(
     assert service_client.get(f"{detail}history/").status_code == 200
     assert service_client.get("/api/v1/tasks/").status_code == 200
     assert service_client.get("/api/v1/clusters/").status_code == 200  # reads, like any account
-    assert patch(service_client, detail, {"task_data": {}}).status_code == 403
-    assert service_client.delete(detail).status_code == 403
+    changed = patch(service_client, detail, {"task_data": {"b": 2}})
+    assert changed.status_code == 200 and changed.json()["task_data"] == {"b": 2}
+    assert GlobalTask.objects.get(pk=resp.json()["task_id"]).task_data == {"b": 2}
+    cancelled = post(service_client, f"{detail}cancel/", {})
+    assert cancelled.status_code == 200 and cancelled.json()["task_status"] == "cancelled"
+    assert service_client.delete(detail).status_code == 204
+    assert not GlobalTask.objects.filter(pk=resp.json()["task_id"]).exists()
     assert post(service_client, "/api/v1/clusters/c1/volumes", {"name": "v", "storage_units": []}).status_code == 403
     assert post(service_client, "/api/v1/nodes/", {"name": "n9", "cluster": "c1"}).status_code == 403
     assert service_client.get("/api/v1/tasks/c1/node1").status_code == 403  # pulling is the node's

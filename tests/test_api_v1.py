@@ -49,10 +49,12 @@ def test_create_replay_and_conflict(api_client: Client) -> None:
         ({"task_status": "finished"}, "task_status"),
         ({"task_id": "bad id"}, "task_id"),
         ({"task_create_timestamp": 5}, "task_create_timestamp"),
+        ({"task_type": ""}, "task_type"),
+        ({"task_type": "x" * 65}, "task_type"),
     ],
 )
 def test_bad_input_names_the_field(api_client: Client, body: dict[str, Any], field: str) -> None:
-    resp = api_client.post(URL, body, content_type="application/json")
+    resp = api_client.post(URL, {"task_type": "t", **body}, content_type="application/json")
     assert resp.status_code == 400
     assert field in resp.json()
 
@@ -117,4 +119,4 @@ def test_v1_refuses_what_cannot_be_stored(api_client: Client) -> None:
     deep = api_client.post(URL, "[" * 100_000 + "]" * 100_000, content_type="application/json")
     assert deep.status_code == 400
     nul = api_client.post(URL, {"task_data": {"x": "a\x00b"}}, content_type="application/json")
-    assert nul.status_code == 400 and "task_data" in nul.json()
+    assert nul.status_code == 400 and "'task_data.x' contains a NUL character" in nul.json()["detail"]

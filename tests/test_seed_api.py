@@ -33,6 +33,7 @@ def put(client: Client, path: str, body: Any) -> Any:
 
 
 def create(client: Client, **body: Any) -> str:
+    body.setdefault("task_type", "example_task_type")
     resp = post(client, "/task", body)
     assert resp.status_code == 200, resp.content
     return str(resp.json()["data"]["task_id"])
@@ -61,10 +62,10 @@ def test_create_as_in_the_seed(client: Client) -> None:
 
 
 def test_create_defaults(client: Client) -> None:
-    resp = client.post("/task", data="{}", content_type="application/json")
+    resp = client.post("/task", data='{"task_type": "t"}', content_type="application/json")
     task = client.get(f"/task/{resp.json()['data']['task_id']}").json()["data"]
     assert set(task) == SEED_FIELDS
-    assert task["task_data"] == {} and task["task_type"] == "" and task["task_status_data"] == {}
+    assert task["task_data"] == {} and task["task_type"] == "t" and task["task_status_data"] == {}
     assert task["task_status"] == "pending"
 
 
@@ -136,11 +137,14 @@ def test_unknown_id_is_404_in_the_envelope(client: Client, method: str) -> None:
         ("", "empty"),
         ("[1, 2]", "must be a JSON object"),
         ('"text"', "must be a JSON object"),
-        ('{"task_data": [1]}', "'task_data' must be a JSON object"),
-        ('{"task_data": "x"}', "'task_data' must be a JSON object"),
-        ('{"task_status_data": 5}', "'task_status_data' must be a JSON object"),
-        ('{"task_status": "done"}', "'task_status' must be one of"),
-        ('{"task_type": 7}', "'task_type' must be a string"),
+        ('{"task_type": "t", "task_data": [1]}', "'task_data' must be a JSON object"),
+        ('{"task_type": "t", "task_data": "x"}', "'task_data' must be a JSON object"),
+        ('{"task_type": "t", "task_status_data": 5}', "'task_status_data' must be a JSON object"),
+        ('{"task_type": "t", "task_status": "done"}', "'task_status' must be one of"),
+        ('{"task_type": 7}', "'task_type' is required: a string"),
+        ("{}", "'task_type' is required"),
+        ('{"task_type": ""}', "'task_type' is required"),
+        ('{"task_type": "a\\nb"}', "'task_type' is required: a string of 1-64 printable characters"),
         ('{"task_id": "has spaces"}', "'task_id' must be"),
         ('{"colour": "red"}', "Unknown field(s): colour"),
     ],
@@ -295,7 +299,7 @@ def test_task_update_is_503_when_redis_cannot_take_it(client: Client, settings: 
         ('{"task_data": {"x": NaN}}', "Malformed JSON"),
         ('{"task_data": {"x": Infinity}}', "Malformed JSON"),
         ('{"task_data": {"x": "a\\u0000b"}}', "NUL"),
-        ("[" * 100_000 + "]" * 100_000, "Malformed JSON"),
+        pytest.param("[" * 100_000 + "]" * 100_000, "nested deeper than 32 levels", id="deep"),
     ],
 )
 def test_bodies_no_database_can_store_are_400(client: Client, body: str, needle: str) -> None:

@@ -6,12 +6,15 @@ from typing import Any
 
 from rest_framework import serializers
 
+from tasks_app.api.fields import TextField
 from tasks_app.fleet.selectors import node_is_online
 from tasks_app.models import Cluster, Node, StorageUnit, Volume
 from workers.protocol.payload import NAME_RE
 
 
 class ClusterSerializer(serializers.ModelSerializer[Cluster]):
+    # No unique validator: an existing name is a 409 from the view (AlreadyExists), not a 400.
+    name = TextField(max_length=64)
     nodes = serializers.SerializerMethodField()
 
     class Meta:
@@ -29,22 +32,32 @@ class ClusterSerializer(serializers.ModelSerializer[Cluster]):
 
 
 class NodeSerializer(serializers.ModelSerializer[Node]):
-    cluster = serializers.SlugRelatedField(slug_field="name", queryset=Cluster.objects.all())
+    """A node as the API shows it (any state, `removed` included)."""
+
+    cluster: serializers.SlugRelatedField[Cluster] = serializers.SlugRelatedField(slug_field="name", read_only=True)
     online = serializers.SerializerMethodField()
-    state = serializers.ChoiceField(
-        choices=[Node.State.MEMBER, Node.State.JOINING],
-        required=False,
-        help_text="member (default), or joining: a node_addition task makes it a member",
-    )
 
     class Meta:
         model = Node
         fields = ["id", "name", "cluster", "state", "transport", "online", "registered_at", "last_heartbeat",
                   "data_dir", "capacity_blocks"]  # fmt: skip
-        read_only_fields = ["id", "online", "registered_at", "last_heartbeat", "data_dir", "capacity_blocks"]
+        read_only_fields = fields
 
     def get_online(self, obj: Node) -> bool:
         return node_is_online(obj)
+
+
+class NodeCreateSerializer(serializers.Serializer[dict[str, Any]]):
+    """POST /api/v1/nodes/: register a node, a member at once or joining (the states a client may ask for)."""
+
+    name = TextField(max_length=64)
+    cluster = serializers.SlugRelatedField(slug_field="name", queryset=Cluster.objects.all())
+    state = serializers.ChoiceField(
+        choices=[Node.State.MEMBER, Node.State.JOINING],
+        required=False,
+        help_text="member (default), or joining: a node_addition task makes it a member",
+    )
+    transport = serializers.ChoiceField(choices=Node.Transport.choices, required=False)
 
     def validate_name(self, value: str) -> str:
         if not NAME_RE.match(value):
@@ -70,14 +83,14 @@ class VolumeSerializer(serializers.ModelSerializer[Volume]):
 
 
 class UnitInputSerializer(serializers.Serializer[dict[str, Any]]):
-    node = serializers.CharField()
-    path = serializers.CharField(required=False)
+    node = TextField()
+    path = TextField(required=False)
 
 
 class VolumeCreateSerializer(serializers.Serializer[dict[str, Any]]):
     """Kadalu's volume create request: {"name", "type", "storage_units": [{"node", "path"?}]}."""
 
-    name = serializers.CharField()
-    type = serializers.CharField(required=False, default="replicate")
+    name = TextField()
+    type = TextField(required=False, default="replicate")
     storage_units = UnitInputSerializer(many=True)
-    node = serializers.CharField(required=False, help_text="run on this node instead of the first unit's")
+    node = TextField(required=False, help_text="run on this node instead of the first unit's")

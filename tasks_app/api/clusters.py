@@ -15,10 +15,12 @@ from rest_framework.views import APIView
 
 from tasks_app.api.cluster_serializers import (
     ClusterSerializer,
+    NodeCreateSerializer,
     NodeSerializer,
     VolumeCreateSerializer,
     VolumeSerializer,
 )
+from tasks_app.api.filters import NodeFilter
 from tasks_app.api.permissions import NodePullAccess
 from tasks_app.api.serializers import TaskSerializer
 from tasks_app.api.v1 import request_source
@@ -41,7 +43,7 @@ class ClusterViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Clus
         return cluster_selectors.cluster_get(ref=self.kwargs["pk"])
 
     def perform_create(self, serializer: Any) -> None:
-        serializer.instance = cluster_services.cluster_ensure(name=serializer.validated_data["name"])
+        serializer.instance = cluster_services.cluster_create(name=serializer.validated_data["name"])
 
 
 class NodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Node]):
@@ -50,7 +52,7 @@ class NodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Node]):
 
     serializer_class = NodeSerializer
     lookup_value_regex = "[^/]+"
-    filterset_fields = ["cluster__name", "state", "transport"]
+    filterset_class = NodeFilter
 
     def get_queryset(self) -> QuerySet[Node]:
         return cluster_selectors.node_list()
@@ -58,14 +60,18 @@ class NodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Node]):
     def get_object(self) -> Node:
         return cluster_selectors.node_get(ref=self.kwargs["pk"])
 
-    def perform_create(self, serializer: Any) -> None:
-        data = serializer.validated_data
-        serializer.instance = cluster_services.node_register(
+    @extend_schema(request=NodeCreateSerializer, responses={201: NodeSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        body = NodeCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        node = cluster_services.node_create(
             cluster=data["cluster"],
             name=data["name"],
             transport=data.get("transport", Node.Transport.QUEUE),
             state=data.get("state", Node.State.MEMBER),
         )
+        return Response(NodeSerializer(node).data, status=status.HTTP_201_CREATED)
 
 
 class VolumeViewSet(viewsets.ViewSet):
@@ -97,16 +103,21 @@ class VolumeViewSet(viewsets.ViewSet):
     @extend_schema(request=None, responses={202: TaskSerializer})
     @action(detail=True, methods=["post"])
     def start(self, request: Request, cluster: str, pk: str) -> Response:
-        return self._task(request, "volume_start", {"cluster": self._cluster().name, "name": pk})
+        return self._task(request, "volume_start", self._volume(pk))
 
     @extend_schema(request=None, responses={202: TaskSerializer})
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, cluster: str, pk: str) -> Response:
-        return self._task(request, "volume_stop", {"cluster": self._cluster().name, "name": pk})
+        return self._task(request, "volume_stop", self._volume(pk))
 
     @extend_schema(request=None, responses={202: TaskSerializer})
     def destroy(self, request: Request, cluster: str, pk: str) -> Response:
-        return self._task(request, "volume_delete", {"cluster": self._cluster().name, "name": pk})
+        return self._task(request, "volume_delete", self._volume(pk))
+
+    def _volume(self, name: str) -> dict[str, Any]:
+        """The task_data naming an existing volume: a volume that does not exist is a 404, as its GET is."""
+        volume = cluster_selectors.volume_get(cluster=self._cluster(), name=name)
+        return {"cluster": volume.cluster.name, "name": volume.name}
 
     def _task(self, request: Request, task_type: str, task_data: dict[str, Any], node: str | None = None) -> Response:
         task, _ = services.task_create(
@@ -127,7 +138,13 @@ class NodeTasksView(APIView):
 
     @extend_schema(
         operation_id="v1_node_tasks_pull",
-        parameters=[OpenApiParameter("since", int, description="only tasks created after this epoch second")],
+        parameters=[
+            OpenApiParameter(
+                "since",
+                {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                description="only tasks created after this epoch second",
+            )
+        ],
         responses=TaskSerializer(many=True),
     )
     def get(self, request: Request, cluster: str, node: str) -> Response:
@@ -137,6 +154,8 @@ class NodeTasksView(APIView):
             since = int(since_raw) if since_raw else None
         except ValueError as exc:
             raise ValidationError({"since": "must be an integer (epoch seconds)"}) from exc
+        if since is not None and not 0 <= since < 2**63:
+            raise ValidationError({"since": "must be epoch seconds, between 0 and 2**63-1"})
         tasks = cluster_services.node_pull_tasks(node=node_obj, since=since)
         return Response(TaskSerializer(tasks, many=True, context={"request": request}).data)
 

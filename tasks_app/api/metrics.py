@@ -3,8 +3,9 @@
 Public by default. With TASKHUB_METRICS_PUBLIC=false it answers only
   - a staff user logged in to the admin (session), or
   - a DRF token (`Authorization: Token <key>`, or `Bearer <key>`, the scheme Prometheus sends by
-    default) of any active user, so a scraper can use a service account that is not staff.
-Anything else: 401 without credentials or with a bad token, 403 for a logged-in non-staff user.
+    default; tasks_app/api/authentication.py) of any active user, so a scraper can use a service
+    account that is not staff.
+Anything else: 401 without credentials or with a bad token or scheme, 403 for a logged-in non-staff user.
 """
 
 from __future__ import annotations
@@ -13,35 +14,28 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
+from tasks_app.api import authentication
 from tasks_app.api.permissions import node_of
 from tasks_app.ops import metrics
 
 
-class BearerTokenAuthentication(TokenAuthentication):
-    """The same DRF tokens under the `Bearer` keyword (Prometheus' `authorization:` default)."""
-
-    keyword = "Bearer"
-
-
 def _check(request: HttpRequest) -> int:
     """200 if this request may read the metrics, else the status to answer (401 or 403)."""
+    try:
+        # Checked even when the metrics are public: a credential that is sent is never ignored.
+        found = authentication.authenticate(request)
+    except AuthenticationFailed:
+        return 401
     if settings.TASKHUB_METRICS_PUBLIC:
         return 200
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated and user.is_staff and node_of(user) is None:
         return 200
-    try:
-        for auth in (TokenAuthentication(), BearerTokenAuthentication()):
-            # DRF's authenticators read only request.META here, which a Django request has.
-            found = auth.authenticate(request)  # type: ignore[arg-type]
-            if found is not None:
-                # A node's token is worth its own tasks only, not the whole system's numbers.
-                return 403 if node_of(found[0]) is not None else 200
-    except AuthenticationFailed:
-        return 401
+    if found is not None:
+        # A node's token is worth its own tasks only, not the whole system's numbers.
+        return 403 if node_of(found[0]) is not None else 200
     return 403 if user is not None and user.is_authenticated else 401
 
 
@@ -52,6 +46,6 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         text = "Staff or a token only\n" if status == 403 else "Authentication required: a token or a staff login\n"
         resp = HttpResponse(text, status=status, content_type="text/plain; charset=utf-8")
         if status == 401:
-            resp["WWW-Authenticate"] = 'Token realm="taskhub metrics"'
+            resp["WWW-Authenticate"] = authentication.CHALLENGE
         return resp
     return HttpResponse(metrics.render(), content_type=CONTENT_TYPE_LATEST)

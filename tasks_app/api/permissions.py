@@ -6,8 +6,9 @@ Accounts are Django users, told apart like this (first match wins):
   its own node's tasks, read them and report on them, and nothing else, whatever other flags it has:
   a leaked node token is worth one node.
 * operator: is_staff. Everything.
-* service account: a member of the group "services" (`manage.py create_service_token`). The seed API,
-  and /api/v1/tasks/ create and read.
+* service account: a member of the group "services" (`manage.py create_service_token`). Tasks, the same
+  on both surfaces: create, read, change, delete, cancel and retry (the seed API, /api/v1/tasks/);
+  the rest of /api/v1 it reads.
 * any other user: reads /api/v1 and the seed API, writes nothing.
 
 Anonymous requests get the seed API only, and only from TASKHUB_SEED_ANON_NETWORKS.
@@ -25,12 +26,12 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser, Group
 from django.http import HttpRequest, JsonResponse
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.throttling import AnonRateThrottle
 
+from tasks_app.api import authentication
 from tasks_app.errors import TaskNotFound
 from tasks_app.models import GlobalTask, Node
 
@@ -95,10 +96,11 @@ class OperatorOrReadOnly(BasePermission):
 
 
 class TaskAccess(BasePermission):
-    """/api/v1/tasks/: like OperatorOrReadOnly, plus: service accounts create tasks, and a node account
-    reads its own tasks one at a time (another node's task is a 404)."""
+    """/api/v1/tasks/: like OperatorOrReadOnly, plus: service accounts do to tasks what they may do on
+    the seed API (create, change, delete; and cancel and retry), and a node account reads its own tasks
+    one at a time (another node's task is a 404)."""
 
-    message = "Only operators may change tasks; service accounts may create and read them."
+    message = "Only operators and service accounts may change tasks; your account may only read them."
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         user = request.user
@@ -109,7 +111,7 @@ class TaskAccess(BasePermission):
             return _action(view) == "retrieve"
         if is_operator(user) or request.method in SAFE_METHODS:
             return True
-        return _action(view) == "create" and is_service(user)
+        return is_service(user)
 
     def has_object_permission(self, request: Request, view: APIView, obj: Any) -> bool:
         node = node_of(request.user)
@@ -195,6 +197,22 @@ def anonymous_allowed(request: HttpRequest) -> bool:
     return any(ip in ipaddress.ip_network(net, strict=False) for net in settings.TASKHUB_SEED_ANON_NETWORKS)
 
 
+def cross_site(request: HttpRequest) -> str | None:
+    """Why this request comes from another site's page, or None. Browsers say so in Sec-Fetch-Site
+    (`cross-site`), and in Origin on every POST, PUT and DELETE; a page may not set either. A request
+    without both (curl, the reference service's clients) is not a browser's, so not a forgery."""
+    fetch_site = str(request.META.get("HTTP_SEC_FETCH_SITE", "")).lower()
+    if fetch_site == "cross-site":
+        return "Sec-Fetch-Site: cross-site"
+    origin = request.META.get("HTTP_ORIGIN")
+    if origin is None:
+        return None
+    own = f"{request.scheme}://{request.get_host()}"
+    if origin == own or origin in settings.CSRF_TRUSTED_ORIGINS:
+        return None
+    return f"Origin {origin!r} is not this server ({own})"
+
+
 def seed_error(message: str, status: int) -> JsonResponse:
     # tasks_app.api.errors.seed_error, imported late: that module imports rest_framework.views (see above).
     from tasks_app.api.errors import seed_error as envelope
@@ -204,7 +222,7 @@ def seed_error(message: str, status: int) -> JsonResponse:
 
 def _unauthorized(message: str) -> JsonResponse:
     response = seed_error(message, 401)
-    response["WWW-Authenticate"] = 'Token realm="taskhub"'
+    response["WWW-Authenticate"] = authentication.CHALLENGE
     return response
 
 
@@ -217,7 +235,7 @@ def seed_access(request: HttpRequest, *, node_methods: tuple[str, ...] = ()) -> 
     (seed_require_own_task).
     """
     try:
-        found = TokenAuthentication().authenticate(request)  # type: ignore[arg-type]  # reads only META
+        found = authentication.authenticate(request)
     except AuthenticationFailed as exc:
         return _unauthorized(str(exc.detail))
     user: AnyUser | None = found[0] if found is not None else getattr(request, "user", None)
@@ -225,7 +243,12 @@ def seed_access(request: HttpRequest, *, node_methods: tuple[str, ...] = ()) -> 
         session_only = user is not None and user.is_authenticated
         request.user = AnonymousUser()
         if anonymous_allowed(request):
-            return None
+            forged = cross_site(request) if request.method not in SAFE_METHODS else None
+            if forged is None:
+                return None
+            # A page in a browser on a trusted network is not the network's client: it would write
+            # with the network's trust ("simple request" CSRF). It needs a token, which a page cannot add.
+            return seed_error(f"A cross-site browser request cannot write anonymously ({forged}); send a token", 403)
         why = (
             "a browser session counts only for GET here"
             if session_only

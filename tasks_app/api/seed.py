@@ -28,6 +28,7 @@ _PUT_FIELDS = ("task_data", "task_type", "task_status", "task_status_data")
 # "run_id": for a node account (a pull agent) reporting on one run of its task.
 _UPDATE_FIELDS = ("task_id", "status", "task_status_data", "run_id")
 _LIST_PARAMS = ("task_type", "task_status", "updated_since", "limit", "after")
+_MAX_EPOCH = 2**63 - 1  # a bigint column: a larger number is a 400 here, not a database error
 
 View = Callable[..., HttpResponse]
 
@@ -56,6 +57,11 @@ def seed_view(methods: tuple[str, ...], *, node_methods: tuple[str, ...] = ()) -
                 response = seed_error(f"Method {request.method} not allowed; use {', '.join(methods)}", 405)
                 response["Allow"] = ", ".join(methods)
                 return response
+            if request.method in _BODY_METHODS and request.body and not _is_json(request.content_type):
+                # As the reference service's JSON parsing implies; and a body a page can send cross-site
+                # without a preflight (text/plain, a form) is never read as a write. (No body: json_body's 400.)
+                sent = request.content_type or "none"
+                return seed_error(f"Content-Type must be application/json; got {sent}", 415)
             try:
                 return view(request, *args, **kwargs)
             except TaskhubError as exc:
@@ -68,6 +74,14 @@ def seed_view(methods: tuple[str, ...], *, node_methods: tuple[str, ...] = ()) -
     return decorate
 
 
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 def json_body(request: HttpRequest) -> dict[str, Any]:
     raw = request.body
     if not raw:
@@ -77,8 +91,8 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"Malformed JSON in request body: {exc}") from exc
     except RecursionError as exc:
-        raise InvalidInput("Malformed JSON in request body: nested too deeply") from exc
-    return validation.require_object(body)
+        raise InvalidInput(validation.too_deep("request body")) from exc
+    return validation.request_body(validation.require_object(body))
 
 
 def _no_constants(name: str) -> Any:
@@ -147,7 +161,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
     page = selectors.task_list_page(
         task_type=params.get("task_type"),
         task_status=validation.status_filter(task_status) if task_status is not None else None,
-        updated_since=_int_param(params.get("updated_since"), "updated_since", minimum=0),
+        updated_since=_int_param(params.get("updated_since"), "updated_since", minimum=0, maximum=_MAX_EPOCH),
         after=params.get("after") or None,
         limit=_int_param(params.get("limit"), "limit", minimum=1, maximum=settings.TASKHUB_MAX_PAGE_SIZE)
         or settings.TASKHUB_PAGE_SIZE,

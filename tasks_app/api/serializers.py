@@ -6,6 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from tasks_app.api.fields import StrictBooleanField, TextField
 from tasks_app.errors import InvalidInput
 from tasks_app.tasks import dispatch, validation
 from tasks_app.tasks.models import SEED_FIELDS, GlobalTask, TaskStatusChange
@@ -30,11 +31,14 @@ class StatusField(serializers.ChoiceField):
 
 
 class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
-    task_id = serializers.CharField(required=False, help_text="uuid4 by default; a client may choose its own")
+    task_id = TextField(required=False, help_text="uuid4 by default; a client may choose its own")
+    task_type = TextField(
+        min_length=1, max_length=64, help_text="required: what kind of task (e.g. volume_create), printable text"
+    )
     task_data = serializers.JSONField(required=False, help_text="a JSON object")
     task_status = StatusField(required=False)
     task_status_data = serializers.JSONField(required=False, help_text="a JSON object")
-    execute = serializers.BooleanField(
+    execute = StrictBooleanField(
         required=False,
         allow_null=True,
         default=None,
@@ -42,7 +46,7 @@ class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
         help_text="run it on a node (default: when task_type is executable); false stores a tracked record",
     )
     executed = serializers.BooleanField(read_only=True, help_text="run by a node, not a record its caller drives")
-    node = serializers.CharField(
+    node = TextField(
         required=False, allow_blank=True, help_text="run on this node (default: the type's rule, its first participant)"
     )
     history_url = serializers.HyperlinkedIdentityField(view_name="task-history", lookup_field="pk")
@@ -56,6 +60,9 @@ class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
         if self.instance is not None and value != self.instance.task_id:
             raise serializers.ValidationError("task_id cannot be changed")
         return str(_check(validation.task_id, value))
+
+    def validate_task_type(self, value: Any) -> str:
+        return str(_check(validation.task_type, value))
 
     def validate_task_data(self, value: Any) -> dict[str, Any]:
         return dict(_check(validation.json_object, value, "task_data"))

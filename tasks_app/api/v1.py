@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from tasks_app.api import longpoll
 from tasks_app.api.filters import TaskFilter
 from tasks_app.api.pagination import KeysetPagination
 from tasks_app.api.permissions import TaskAccess
 from tasks_app.api.serializers import TaskHistorySerializer, TaskSerializer
-from tasks_app.errors import InvalidInput
 from tasks_app.tasks import selectors, services
 from tasks_app.tasks.models import GlobalTask
 
@@ -42,6 +42,12 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
         self.check_object_permissions(self.request, task)
         return task
 
+    @extend_schema(
+        responses={
+            201: TaskSerializer,
+            200: OpenApiResponse(TaskSerializer, description="the task_id exists with the same body: a retried create"),
+        }
+    )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -59,6 +65,8 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(self.get_serializer(task).data, status=code)
 
+    # PUT changes only the fields it names, as PATCH does.
+    @extend_schema(request=TaskSerializer(partial=True))
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         task = self.get_object()
         serializer = self.get_serializer(task, data=request.data, partial=True)
@@ -74,21 +82,34 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
     @extend_schema(
         parameters=[
             OpenApiParameter(
-                "wait", float, description="long poll: answer as soon as the task changes or finishes (max 60 s)"
-            )
-        ]
+                "wait",
+                {"type": "number", "minimum": 0, "maximum": longpoll.MAX_WAIT_SECONDS},
+                description="long poll: answer as soon as the task changes or finishes (max 60 s)",
+            ),
+            OpenApiParameter(
+                "Retry-After",
+                int,
+                location=OpenApiParameter.HEADER,
+                response=[429],
+                description="seconds to wait before polling again",
+            ),
+        ],
+        responses={
+            200: TaskSerializer,
+            429: OpenApiResponse(
+                inline_serializer("LongPollBusy", {"detail": serializers.CharField()}),
+                description="?wait= while every long-poll slot of the server process is taken "
+                "(TASKHUB_LONGPOLL_SLOTS): poll again after Retry-After seconds",
+            ),
+        },
     )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         task = self.get_object()
         wait = request.query_params.get("wait")
-        if wait:
-            try:
-                seconds = float(wait)
-            except ValueError as exc:
-                raise InvalidInput("'wait' must be a number of seconds") from exc
-            if not 0 <= seconds <= 60:
-                raise InvalidInput("'wait' must be between 0 and 60 seconds")
-            task = selectors.task_wait_for_change(task=task, timeout=seconds)
+        seconds = longpoll.wait_seconds(wait) if wait else 0.0
+        if seconds > 0:
+            with longpoll.slot():
+                task = selectors.task_wait_for_change(task=task, timeout=seconds)
         return Response(self.get_serializer(task).data)
 
     @extend_schema(request=None, responses=TaskSerializer)
@@ -106,7 +127,8 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
         return Response(self.get_serializer(task).data)
 
     @extend_schema(responses=TaskHistorySerializer(many=True))
-    @action(detail=True, methods=["get"])
+    # The whole history as a plain list: not paginated, and the list's filters do not apply.
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def history(self, request: Request, pk: str | None = None) -> Response:
         task = self.get_object()
         rows = selectors.task_history(task_id=task.task_id)

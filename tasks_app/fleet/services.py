@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
+from tasks_app.errors import AlreadyExists
 from tasks_app.fleet.models import Cluster, Node
 from tasks_app.tasks.models import GlobalTask
 from workers.protocol.messages import Heartbeat, Origin, StatusUpdate
@@ -15,6 +16,24 @@ from workers.protocol.messages import Heartbeat, Origin, StatusUpdate
 def cluster_ensure(*, name: str) -> Cluster:
     cluster, _ = Cluster.objects.get_or_create(name=name, defaults={"state": Cluster.State.READY})
     return cluster
+
+
+def cluster_create(*, name: str) -> Cluster:
+    """POST /api/v1/clusters/: a new cluster; AlreadyExists (409) if the name is taken."""
+    cluster, created = Cluster.objects.get_or_create(name=name, defaults={"state": Cluster.State.READY})
+    if not created:
+        raise AlreadyExists(f"Cluster {name!r} already exists")
+    return cluster
+
+
+def node_create(*, cluster: Cluster, name: str, transport: str, state: str) -> Node:
+    """POST /api/v1/nodes/: register a new node; AlreadyExists (409) if the name is taken, rather than
+    re-registering it over its state, data dir and capacity (node_register, for the demo set-up, does)."""
+    try:
+        with transaction.atomic():
+            return Node.objects.create(cluster=cluster, name=name, transport=transport, state=state)
+    except IntegrityError as exc:  # node names are unique across clusters
+        raise AlreadyExists(f"Node {name!r} already exists") from exc
 
 
 def node_register(

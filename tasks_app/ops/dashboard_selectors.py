@@ -68,6 +68,7 @@ class StreamState:
     backlog: int | None  # None: Redis did not answer
     lag_seconds: float | None
     error: str = ""
+    dead_letters: int | None = None  # entries the writers could not apply (tasks_app/tasks/dead_letters.py)
 
 
 def task_counts() -> TaskCounts:
@@ -130,11 +131,13 @@ def throughput(minutes: int = 60, now: datetime | None = None) -> list[Minute]:
 
 
 def stream_state() -> StreamState:
-    """The update stream's backlog and lag, as /metrics reports them; Redis being down is shown, not raised."""
+    """The update stream's backlog, lag and dead letters, as /metrics reports them; Redis being down
+    is shown, not raised."""
     from tasks_app.ops import metrics
+    from tasks_app.tasks import dead_letters
     from tasks_app.tasks import stream as update_stream
 
     try:
-        return StreamState(update_stream.backlog(), metrics.stream_lag_seconds())
+        return StreamState(update_stream.backlog(), metrics.stream_lag_seconds(), dead_letters=dead_letters.count())
     except (redis.RedisError, OSError) as exc:
         return StreamState(None, None, str(exc))

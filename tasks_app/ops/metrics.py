@@ -15,8 +15,11 @@ Counted here:
   taskhub_tasks_purged_total                        retention.purge_finished, after each batch
   taskhub_reports_ignored_total                     transitions: node reports about another run than
                                                     the task's current one, ignored
+  taskhub_dead_lettered_total                       writer: entries moved to the dead-letter stream,
+                                                    when their batch commits
+  taskhub_updates_refused_total                     transitions: queued updates the status rules refuse
 Read at scrape time:
-  taskhub_update_stream_backlog, taskhub_update_stream_lag_seconds, taskhub_tasks{status},
+  taskhub_update_stream_backlog, taskhub_update_stream_lag_seconds, taskhub_dead_letters, taskhub_tasks{status},
   taskhub_nodes_online{cluster}, taskhub_metrics_source_up{source}
 """
 
@@ -110,6 +113,17 @@ def count_ignored_reports(n: int) -> None:
     _on_commit({_field("reports_ignored"): n})
 
 
+def count_refused_updates(n: int) -> None:
+    """Updates the writers refused by the status rules (a change that landed between /task_update's own
+    check and the writer's), counted when the batch commits: refused, so never silently."""
+    _on_commit({_field("updates_refused"): n})
+
+
+def count_dead_lettered(n: int) -> None:
+    """Update-stream entries a writer moved to the dead-letter stream, counted when its batch commits."""
+    _on_commit({_field("dead_lettered"): n})
+
+
 def count_purged(n: int) -> None:
     """Finished tasks deleted by retention (tasks_app/ops/retention.py), after their batch committed."""
     if n > 0:
@@ -198,10 +212,11 @@ class TaskhubCollector(Collector):
         yield up
 
     def _from_redis(self) -> Iterator[Metric]:
-        from tasks_app.tasks import stream
+        from tasks_app.tasks import dead_letters, stream
 
         counters = read_counters()
         backlog = stream.backlog()
+        dead = dead_letters.count()
         try:
             lag = stream_lag_seconds()
         except DatabaseError:
@@ -218,6 +233,11 @@ class TaskhubCollector(Collector):
             "Node reports about another run than the task's current one",
             value=counters.get(("reports_ignored",), 0.0),
         )
+        refused = CounterMetricFamily(
+            "taskhub_updates_refused",
+            "Queued updates the writers refused by the status rules (logged with the reason)",
+            value=counters.get(("updates_refused",), 0.0),
+        )
         for parts, value in sorted(counters.items()):
             if parts[0] == "created" and len(parts) == 2:
                 created.add_metric([parts[1]], value)
@@ -227,8 +247,17 @@ class TaskhubCollector(Collector):
         yield finished
         yield purged
         yield ignored
+        yield refused
+        yield CounterMetricFamily(
+            "taskhub_dead_lettered",
+            "Update-stream entries the writers could not apply, moved to the dead-letter stream",
+            value=counters.get(("dead_lettered",), 0.0),
+        )
         yield GaugeMetricFamily(
             "taskhub_update_stream_backlog", "Entries in the update stream, all shards", value=float(backlog)
+        )
+        yield GaugeMetricFamily(
+            "taskhub_dead_letters", "Dead letters waiting for an operator to inspect and discard", value=float(dead)
         )
         if lag is not None:
             yield GaugeMetricFamily(

@@ -22,7 +22,7 @@ from tasks_app.fleet.models import Node
 from tasks_app.ops import metrics
 from tasks_app.tasks import dispatch, stream
 from tasks_app.tasks.models import GlobalTask, new_run_id, new_task_id, now_ts
-from tasks_app.tasks.transitions import EXISTS, NewTask, task_transition
+from tasks_app.tasks.transitions import EXISTS, NewTask, task_transition, verdict_for
 from workers.protocol.messages import Origin, StatusUpdate
 from workers.protocol.run_end import End
 from workers.protocol.status import TERMINAL, Status, Verdict
@@ -145,6 +145,10 @@ def task_update(*, task_id: str, changes: dict[str, Any], source: str = "") -> G
         if task is None:
             raise TaskNotFound(task_id)
         status = changes.get("task_status")
+        if status is None and "task_status_data" in changes and task.task_status in TERMINAL:
+            # A finished task's result is settled: judged as a repeat of its final status, which may
+            # carry the same data (a client's retry) but not replace it.
+            status = task.task_status
         if task.node:
             if {"task_data", "task_type"} & set(changes):
                 raise TaskConflict(
@@ -215,7 +219,7 @@ def task_update_push(
     (400). `reporter` is the node account that sends it (a pull agent); its update is a report on
     `run_id`, applied only if that is still the task's current run.
     """
-    row = GlobalTask.objects.filter(pk=task_id).values("node", "run_id").first()
+    row = GlobalTask.objects.filter(pk=task_id).values("node", "run_id", "task_status", "task_status_data").first()
     if row is None:
         raise TaskNotFound(task_id)
     if row["node"]:
@@ -237,8 +241,16 @@ def task_update_push(
         )
     else:
         if run_id:
-            raise InvalidInput(f"'run_id': task {task_id!r} is a tracked task; it has no runs")
+            raise TaskConflict(f"'run_id': task {task_id!r} is a tracked task; it has no runs")
         update = StatusUpdate(task_id=task_id, status=status, status_data=task_status_data, source=source)
+    # Judged now, as the writer will judge it, so that an update the status rules refuse is a 409 with
+    # the reason rather than a 200 the writer drops. (A change that lands in between is judged again
+    # by the writer, which counts what it refuses in taskhub_updates_refused_total.)
+    verdict, reason = verdict_for(
+        update, status=row["task_status"], status_data=row["task_status_data"], node=row["node"], run_id=row["run_id"]
+    )
+    if verdict in (Verdict.REJECT, Verdict.STALE):
+        raise TaskConflict(reason[:1].upper() + reason[1:])
     return stream.push(update)
 
 

@@ -35,7 +35,16 @@ from tasks_app.tasks.models import GlobalTask, TaskStatusChange, now_ts
 from workers.protocol.messages import Origin, StatusUpdate
 from workers.protocol.status import TERMINAL, Status, Verdict, judge, judge_initial
 
-__all__ = ["EXISTS", "NewTask", "Origin", "Outcome", "StatusUpdate", "task_transition", "task_transition_many"]
+__all__ = [
+    "EXISTS",
+    "NewTask",
+    "Origin",
+    "Outcome",
+    "StatusUpdate",
+    "task_transition",
+    "task_transition_many",
+    "verdict_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +108,11 @@ def task_transition_many(*, updates: Sequence[StatusUpdate]) -> list[Outcome]:
         _write(states)
         applied = [(states[o.task_id].task_type, o.to_status) for o in outcomes if o.verdict is Verdict.APPLY]
         metrics.count_finished(applied)  # the final ones, on commit (taskhub_tasks_finished_total)
+        refused = [o for o in outcomes if o.verdict is Verdict.REJECT]
+        if refused:
+            metrics.count_refused_updates(len(refused))
+            for o in refused:
+                log.info("refused an update of task %s: %s", o.task_id, o.reason)
         stale = [o for o in outcomes if o.verdict is Verdict.STALE]
         if stale:
             metrics.count_ignored_reports(len(stale))
@@ -111,14 +125,29 @@ def task_transition_many(*, updates: Sequence[StatusUpdate]) -> list[Outcome]:
     return outcomes
 
 
+def verdict_for(u: StatusUpdate, *, status: str, status_data: Any, node: str, run_id: str) -> tuple[Verdict, str]:
+    """The verdict on an update of a task in this state, and why it is refused or ignored ("" if it is
+    not): who may ask for what, then the status rules. No database: the asynchronous /task_update asks
+    this before it queues an update, so a client hears at once what the writer would decide."""
+    refused = _screen(u, node=node, run_id=run_id)
+    if refused is not None:
+        return refused
+    verdict = judge(status, u.status, retry=u.retry)
+    if verdict is Verdict.REJECT:
+        return verdict, f"cannot change task_status from {status!r} to {u.status!r}"
+    if verdict is Verdict.SAME and status in TERMINAL and u.status_data is not None and u.status_data != status_data:
+        # A repeated final status changes nothing; one that would replace the result is refused, not dropped.
+        return Verdict.REJECT, f"task {u.task_id!r} is already {status}: its result (task_status_data) is settled"
+    return verdict, ""
+
+
 def _apply(u: StatusUpdate, state: _State | None, at: datetime) -> Outcome:
     if state is None:
         return Outcome(u.task_id, None)
     before = state.status
-    refused = _screen(u, state)
-    if refused is not None:
-        return Outcome(u.task_id, refused[0], before, before, refused[1])
-    verdict = judge(before, u.status, retry=u.retry)
+    verdict, reason = verdict_for(u, status=before, status_data=state.status_data, node=state.node, run_id=state.run_id)
+    if verdict in (Verdict.REJECT, Verdict.STALE):
+        return Outcome(u.task_id, verdict, before, before, reason)
     if verdict is Verdict.APPLY:
         target, data = u.status, u.status_data
         if target == Status.COMPLETED and u.origin is Origin.NODE:
@@ -140,22 +169,21 @@ def _apply(u: StatusUpdate, state: _State | None, at: datetime) -> Outcome:
         # settled and a duplicate of it changes nothing.
         state.status_data = u.status_data
         state.dirty = True
-    reason = f"cannot change task_status from {before!r} to {u.status!r}" if verdict is Verdict.REJECT else ""
-    return Outcome(u.task_id, verdict, before, state.status, reason)
+    return Outcome(u.task_id, verdict, before, state.status)
 
 
-def _screen(u: StatusUpdate, state: _State) -> tuple[Verdict, str] | None:
+def _screen(u: StatusUpdate, *, node: str, run_id: str) -> tuple[Verdict, str] | None:
     """Who may ask for what, before the status rules: None to go on, else the verdict and why."""
     if u.origin is Origin.NODE:
-        if not state.run_id or u.run_id != state.run_id:
-            current = state.run_id or "none: a tracked task has no runs"
+        if not run_id or u.run_id != run_id:
+            current = run_id or "none: a tracked task has no runs"
             return Verdict.STALE, f"{u.status!r} from run {u.run_id or '(no run)'}, not the current run ({current})"
         return None
     if u.status == Status.CANCELLING and u.origin is not Origin.SERVER:
         return Verdict.REJECT, "'cancelling' is set by a cancel (POST /api/v1/tasks/<id>/cancel/), not written"
-    if state.node and u.origin is Origin.CLIENT and u.status != Status.FAILED and not u.retry:
+    if node and u.origin is Origin.CLIENT and u.status != Status.FAILED and not u.retry:
         return Verdict.REJECT, (
-            f"task {u.task_id!r} is executed by node {state.node!r}: its status comes from its node's reports. "
+            f"task {u.task_id!r} is executed by node {node!r}: its status comes from its node's reports. "
             "A client may cancel it (POST /api/v1/tasks/<id>/cancel/), or fail it before a node has it"
         )
     return None

@@ -9,6 +9,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.conf import settings
+
 from tasks_app.errors import InvalidInput
 from workers.protocol.status import ALIASES, CLIENT_VALUES, STATUS_VALUES, Status, canonical
 
@@ -45,22 +47,65 @@ def json_object(value: Any, field: str) -> dict[str, Any]:
 
 
 def storable(value: Any, field: str) -> None:
-    """Refuse what a JSON column cannot keep: NUL characters (PostgreSQL text) and NaN/Infinity
-    (not JSON at all). Caught here, at the API, rather than by the database in a writer's batch."""
-    stack = [value]
+    """Refuse what the database or a renderer cannot round-trip, the same on SQLite and PostgreSQL:
+    NUL characters (PostgreSQL text refuses them), lone surrogates such as "\\ud800" (valid JSON
+    escapes, but not text: UTF-8 cannot encode them, so PostgreSQL, DRF's renderer and the admin all
+    fail on them later), NaN/Infinity (not JSON at all), and nesting deeper than
+    TASKHUB_MAX_JSON_DEPTH (the admin and the renderers recurse). Caught here, at the edge, so the
+    client gets a 400 naming the field rather than a 500, or a lost update, later."""
+    limit = int(settings.TASKHUB_MAX_JSON_DEPTH)
+    stack: list[tuple[Any, int, str]] = [(value, 0, field)]
     while stack:
-        item = stack.pop()
+        item, depth, path = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                raise InvalidInput(f"'{field}' contains a NUL character, which cannot be stored")
+            _check_text(item, path)
         elif isinstance(item, float):
             if item != item or item in (float("inf"), float("-inf")):
-                raise InvalidInput(f"'{field}' contains NaN or Infinity, which JSON does not allow")
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+                raise InvalidInput(f"'{path}' is NaN or Infinity, which JSON does not allow")
+        elif isinstance(item, dict | list):
+            if depth >= limit:
+                raise InvalidInput(f"{too_deep(field)}, at '{path}'")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    _check_text(str(key), f"{path}.{key!s}" if _printable(str(key)) else path)
+                    stack.append((child, depth + 1, f"{path}.{key}"))
+            else:
+                stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(item))
+
+
+def too_deep(field: str) -> str:
+    return f"'{field}' is nested deeper than {settings.TASKHUB_MAX_JSON_DEPTH} levels (TASKHUB_MAX_JSON_DEPTH)"
+
+
+def _check_text(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise InvalidInput(f"'{_safe(path)}' contains a NUL character, which cannot be stored")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise InvalidInput(
+            f"'{_safe(path)}' contains a lone surrogate (\\u{ord(bad):04x}), which is not text and cannot be stored; "
+            "encode characters outside the Basic Multilingual Plane as a surrogate pair"
+        ) from exc
+
+
+def _printable(text: str) -> bool:
+    return "\x00" not in text and text.encode("utf-8", "replace").decode("utf-8") == text
+
+
+def _safe(path: str) -> str:
+    """The path as text a message can carry (a key may be the very thing that cannot be encoded)."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def request_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A whole JSON request body, checked field by field with storable() (every write path calls this
+    on what it parsed, before anything reads a field)."""
+    for name, value in body.items():
+        storable(value, _safe(str(name)))
+        _check_text(str(name), _safe(str(name)))
+    return body
 
 
 def no_nul(value: str, field: str) -> str:
@@ -70,8 +115,13 @@ def no_nul(value: str, field: str) -> str:
 
 
 def task_type(value: Any, field: str = "task_type") -> str:
-    if not isinstance(value, str) or len(value) > _TASK_TYPE_MAX:
-        raise InvalidInput(f"'{field}' must be a string of at most {_TASK_TYPE_MAX} characters")
+    """Required, as the reference service's callers always send one: 1-64 characters, no control
+    characters (it is shown in lists, the admin and the CLI, and used as a metrics label)."""
+    if not isinstance(value, str) or not 0 < len(value) <= _TASK_TYPE_MAX or not value.isprintable():
+        raise InvalidInput(
+            f"'{field}' is required: a string of 1-{_TASK_TYPE_MAX} printable characters (e.g. 'volume_create')"
+        )
+    _check_text(value, field)
     return value
 
 

@@ -6,6 +6,10 @@ commit, all in one transaction. Only after the commit are the entries trimmed fr
 writer killed at any point leaves the offset where it was, so nothing is lost and nothing is
 applied twice; holding the shard's row lock while applying keeps one task's updates in order
 even with many writers.
+
+No entry is dropped silently: one the database refuses, or that cannot be read at all, moves to the
+dead-letter stream (tasks_app/tasks/dead_letters.py) inside the same transaction, before the offset
+moves past it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from django.db import DatabaseError, OperationalError, close_old_connections, tr
 
 from tasks_app.fleet.services import record_heartbeats
 from tasks_app.ops import metrics
-from tasks_app.tasks import stream
+from tasks_app.tasks import dead_letters, stream
 from tasks_app.tasks.models import StreamOffset
 from tasks_app.tasks.transitions import Outcome, task_transition_many
 from workers.protocol import keys
@@ -31,6 +35,11 @@ from workers.protocol.messages import Entry
 
 log = logging.getLogger(__name__)
 
+UNREADABLE = (
+    "unreadable: not a status update or heartbeat (a missing field, an unknown status or origin, "
+    "or data that is not a JSON object)"
+)
+
 
 @dataclass(frozen=True)
 class BatchResult:
@@ -38,6 +47,7 @@ class BatchResult:
     entries: int
     applied: int
     seconds: float
+    dead_lettered: int = 0
 
 
 def ensure_offsets() -> None:
@@ -55,16 +65,18 @@ def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
         entries = stream.read_after(shard, offset.last_id, batch_size)
         if not entries:
             return None
-        outcomes = _apply_guarded(shard, entries)
+        outcomes, dead = _apply_guarded(shard, entries)
         missing = sum(1 for o in outcomes if o.verdict is None)
         if missing:
             log.info("shard %s: %s update(s) for unknown or deleted tasks skipped", shard, missing)
+        if dead:
+            metrics.count_dead_lettered(dead)  # when this commits: a retried batch counts once
         offset.last_id = entries[-1].stream_id
         offset.applied += len(entries)
         offset.save(update_fields=["last_id", "applied"])
     # Committed: the entries are in the database now and can leave Redis.
     stream.trim_upto(shard, entries[-1].stream_id)
-    result = BatchResult(shard, len(entries), len(outcomes) - missing, time.perf_counter() - started)
+    result = BatchResult(shard, len(entries), len(outcomes) - missing, time.perf_counter() - started, dead)
     metrics.observe_writer_batch(entries=result.entries, seconds=result.seconds)  # never raises
     return result
 
@@ -77,13 +89,20 @@ def _apply(entries: list[Entry]) -> list[Outcome]:
     return outcomes
 
 
-def _apply_guarded(shard: int, entries: list[Entry]) -> list[Outcome]:
+def _apply_guarded(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:
     """The batch in one savepoint; if the database refuses it (not an outage: bad data that got
-    past the API), entry by entry, skipping only what it refuses, so one poison entry cannot stop
-    a shard. An outage (OperationalError) still aborts the batch, to be retried whole."""
+    past the API), entry by entry, dead-lettering what it refuses, so one poison entry cannot stop
+    a shard. Unreadable entries are dead-lettered too. An outage (OperationalError), or Redis not
+    taking a dead letter, aborts the batch, to be retried whole. Returns the outcomes and how many
+    entries were dead-lettered."""
+    dead = 0
+    for entry in entries:
+        if entry.update is None and entry.heartbeat is None:
+            _dead_letter(shard, entry, UNREADABLE)
+            dead += 1
     try:
         with transaction.atomic():
-            return _apply(entries)
+            return _apply(entries), dead
     except OperationalError:
         raise
     except DatabaseError as exc:
@@ -96,8 +115,15 @@ def _apply_guarded(shard: int, entries: list[Entry]) -> list[Outcome]:
         except OperationalError:
             raise
         except DatabaseError as exc:
-            log.error("shard %s: skipped entry %s, which the database refuses: %s", shard, entry.stream_id, exc)
-    return outcomes
+            _dead_letter(shard, entry, f"the database refused it: {type(exc).__name__}: {exc}")
+            dead += 1
+    return outcomes, dead
+
+
+def _dead_letter(shard: int, entry: Entry, error: str) -> None:
+    """Raises redis.RedisError, which aborts the batch: an entry is never skipped unrecorded."""
+    dead_id = dead_letters.add(shard, entry, error)
+    log.error("shard %s: entry %s moved to the dead-letter stream as %s: %s", shard, entry.stream_id, dead_id, error)
 
 
 def run_once(batch_size: int | None = None) -> int:

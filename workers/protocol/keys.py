@@ -51,6 +51,19 @@ def metrics_key() -> str:
     return f"{_prefix()}:metrics"
 
 
+def dead_letter_key() -> str:
+    """The dead-letter stream: update-stream entries the writers could not apply (the database
+    refused them, or they were unreadable), kept until an operator discards them
+    (tasks_app/tasks/dead_letters.py)."""
+    return f"{_prefix()}:dead"
+
+
+def dead_letter_origins_key() -> str:
+    """The hash from an original entry ("<shard>/<stream id>") to its dead letter's id, so that a
+    batch retried after its commit failed does not dead-letter the same entry twice."""
+    return f"{_prefix()}:dead:origins"
+
+
 def run_state_ttl() -> int:
     """Seconds a run's keys (and a node's ledger of it) are kept: well past the redelivery window."""
     return int(settings.TASKHUB_RUN_STATE_TTL_SECONDS)

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
-from taskhub import devstack
+from taskhub import devstack, private_files
 from tasks_app.fleet import services as cluster_services
 from tasks_app.ops import accounts
 
@@ -133,8 +133,7 @@ class Command(BaseCommand):
         if not user_model.objects.filter(username=username).exists():
             password = os.environ.get("TASKHUB_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
             user_model.objects.create_superuser(username=username, email="", password=password)
-            pw_file.write_text(password + "\n")
-            pw_file.chmod(0o600)
+            private_files.write_private(pw_file, password + "\n")
             return username, password
         if pw_file.exists():
             return username, pw_file.read_text().strip()

@@ -1,0 +1,28 @@
+"""Serializer fields shared by the /api/v1 serializers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+
+class TextField(serializers.CharField):
+    """DRF's CharField, except that it takes a JSON string only: DRF's turns 0 or true into "0" and
+    "True", so a body the schema (and the seed API) refuses would be stored. A field that names
+    something (a task id, a type, a node) is text, never a number that happens to print."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only: DRF's also takes 0, 1, "yes", "off" and more, which the schema says
+    are not booleans."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data

@@ -1,0 +1,65 @@
+"""Schemathesis hooks for tests/test_schemathesis.py (loaded by tests/schemathesis.toml).
+
+Each one is narrow and says why: a generated request that no schema can make valid, or one that would
+spend the run's time budget waiting. Nothing here hides a server error, a response the schema does not
+describe, or an invalid request the server accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import schemathesis
+
+# Long polls (?wait=, up to 60 s) are tested in tests/test_longpoll_serving.py. Here a generated wait of
+# a minute would hold a server thread and the run's whole budget; a short one still takes the same path.
+MAX_WAIT = 0.2
+
+# What a schema-valid request may be refused for, by nature, where the refusal is a 400:
+# - `after`: an opaque cursor (base64 of a position) is one only if this server issued it;
+# - creating an executed task (`execute: true`, or naming a `node`): the task type must be executable,
+#   task_data must be that type's payload, and the node one of its participants; rules of each type
+#   (tasks_app/families/) that the generic create's schema cannot carry;
+# - POST /api/v1/nodes/ naming a cluster (by name) that does not exist.
+_CREATES = {("POST", "/task"), ("POST", "/api/v1/tasks/")}
+
+
+def _executed_create(case: Any) -> bool:
+    body = case.body
+    return isinstance(body, dict) and (body.get("execute") is True or bool(body.get("node")))
+
+
+def _refused_by_nature(case: Any, response: Any) -> bool:
+    where = (case.method.upper(), case.operation.path)
+    if isinstance(case.query, dict) and case.query.get("after") not in (None, ""):
+        return True
+    if where in _CREATES and _executed_create(case):
+        return True
+    if where == ("POST", "/api/v1/nodes/"):
+        try:
+            errors = response.json()
+        except ValueError:
+            return False
+        return isinstance(errors, dict) and set(errors) == {"cluster"}
+    return False
+
+
+@schemathesis.hook
+def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
+    """Keep every failure but "schema-valid request rejected" (ST202) with a 400 for the reasons above."""
+    return not (failure.code == "ST202" and response.status_code == 400 and _refused_by_nature(case, response))
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    if case.operation.path == "/api/v1/tasks/{id}/" and isinstance(case.query, dict):
+        raw = case.query.get("wait")
+        if raw is None:
+            return case
+        try:
+            wait = float(raw)
+        except (TypeError, ValueError):
+            return case
+        if MAX_WAIT < wait <= 60:
+            case.query["wait"] = MAX_WAIT
+    return case

@@ -1,0 +1,306 @@
+"""Issue 8's reproductions, each replayed as a regression test (on SQLite and PostgreSQL): hostile pages
+(cross-site "simple requests"), text no database or renderer can round-trip, credentials that were
+ignored, writes that did not do what was asked but answered 200. Each must now be a clear 4xx with a
+message, or work; never a 500 and never a silent 200.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from tasks_app.fleet.models import Cluster, Volume
+from tasks_app.fleet.services import cluster_ensure, node_register
+from tasks_app.tasks.models import GlobalTask
+from tasks_app.tasks.writer import run_once
+
+pytestmark = [pytest.mark.django_db, pytest.mark.redis]
+
+EVIL = "http://evil.example"
+DELETE_VOLUME = {"task_type": "volume_delete", "task_data": {"cluster": "demo", "name": "secvol1"}}
+
+
+@pytest.fixture(autouse=True)
+def demo(redis_stream: redis.Redis) -> Cluster:
+    cluster = cluster_ensure(name="demo")
+    for name in ("node1", "node2", "node3"):
+        node_register(cluster=cluster, name=name)
+    return cluster
+
+
+def send(
+    client: Client, method: str, path: str, body: Any, content_type: str = "application/json", **headers: Any
+) -> Any:
+    raw = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.generic(method, path, raw, content_type=content_type, **headers)
+
+
+def tracked(client: Client, **body: Any) -> str:
+    resp = send(client, "POST", "/task", {"task_type": "backup", **body})
+    assert resp.status_code == 200, resp.content
+    return str(resp.json()["data"]["task_id"])
+
+
+def refused(resp: Any, status: int, needle: str) -> None:
+    """A seed envelope refusing the request, with a message that says why."""
+    assert resp.status_code == status, resp.content
+    body = resp.json()
+    assert body["success"] is False
+    assert needle in body["message"], body["message"]
+
+
+# --- 1. cross-site request forgery through the anonymous seed API ------------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_simple_request_body_is_415_and_writes_nothing(client: Client, content_type: str) -> None:
+    refused(send(client, "POST", "/task", DELETE_VOLUME, content_type=content_type), 415, "must be application/json")
+    # From a page on another site it is refused before its body is even looked at.
+    forged = send(client, "POST", "/task", DELETE_VOLUME, content_type=content_type, HTTP_ORIGIN=EVIL)
+    refused(forged, 403, "cannot write anonymously")
+    assert not GlobalTask.objects.exists()
+
+
+def test_task_update_takes_only_json(client: Client) -> None:
+    task_id = tracked(client)
+    resp = send(client, "POST", "/task_update", {"task_id": task_id, "status": "cancelled"}, content_type="text/plain")
+    refused(resp, 415, "application/json")
+    put = send(client, "PUT", f"/task/{task_id}", {"task_status": "failed"}, content_type="text/plain")
+    refused(put, 415, "application/json")
+    assert GlobalTask.objects.get(pk=task_id).task_status == "pending"
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({"HTTP_ORIGIN": EVIL}, "Origin 'http://evil.example' is not this server"),
+        ({"HTTP_ORIGIN": "null"}, "Origin 'null'"),
+        ({"HTTP_SEC_FETCH_SITE": "cross-site"}, "Sec-Fetch-Site: cross-site"),
+    ],
+)
+def test_a_cross_site_browser_request_never_writes_anonymously(
+    client: Client, headers: dict[str, Any], why: str
+) -> None:
+    task_id = tracked(client)
+    refused(send(client, "POST", "/task", DELETE_VOLUME, **headers), 403, why)
+    refused(send(client, "POST", "/task_update", {"task_id": task_id, "status": "cancelled"}, **headers), 403, why)
+    refused(send(client, "PUT", f"/task/{task_id}", {"task_status": "failed"}, **headers), 403, why)
+    refused(client.delete(f"/task/{task_id}", **headers), 403, "cannot write anonymously")
+    assert list(GlobalTask.objects.values_list("task_id", "task_status")) == [(task_id, "pending")]
+    # Reading is not writing: a page cannot read the answer without CORS, which taskhub does not send.
+    assert client.get(f"/task/{task_id}", **headers).status_code == 200
+
+
+def test_same_origin_and_non_browser_requests_still_write(client: Client) -> None:
+    same = send(client, "POST", "/task", {"task_type": "t"}, HTTP_ORIGIN="http://testserver")
+    assert same.status_code == 200 and same.json()["data"]["message"] == "Task created"
+    user_typed = send(client, "POST", "/task", {"task_type": "t"}, HTTP_SEC_FETCH_SITE="none")
+    assert user_typed.status_code == 200
+    assert GlobalTask.objects.count() == 2
+
+
+def test_a_token_may_write_from_any_origin(client: Client, operator_token: str) -> None:
+    # A page cannot attach an Authorization header cross-site without CORS, so a token is never a forgery.
+    resp = send(
+        client, "POST", "/task", {"task_type": "t"}, HTTP_ORIGIN=EVIL, HTTP_AUTHORIZATION=f"Token {operator_token}"
+    )
+    assert resp.status_code == 200
+    assert GlobalTask.objects.get(pk=resp.json()["data"]["task_id"]).task_type == "t"
+
+
+def test_v1_takes_only_json(api_client: Client) -> None:
+    form = api_client.post("/api/v1/tasks/", {"task_type": "t"})  # the test client's multipart
+    assert form.status_code == 415 and "Unsupported media type" in form.json()["detail"]
+    empty_list = send(api_client, "POST", "/api/v1/tasks/", b"[]", content_type="multipart/form-data; boundary=x")
+    assert empty_list.status_code == 415
+    assert not GlobalTask.objects.exists()
+
+
+# --- 2. text that cannot be encoded --------------------------------------------------------------------
+
+LONE = [
+    ('{"task_type": "x", "task_data": {"a": "\\ud800"}}', "'task_data.a' contains a lone surrogate (\\ud800)"),
+    ('{"task_type": "\\ud83d"}', "'task_type' contains a lone surrogate (\\ud83d)"),
+    ('{"task_type": "x", "task_data": {"\\udc00": 1}}', "'task_data' contains a lone surrogate"),
+    ('{"task_type": "x", "task_status_data": {"l": ["ok", "\\udfff"]}}', "'task_status_data.l[1]' contains a lone"),
+    ('{"task_type": "a\\u0000b"}', "'task_type' contains a NUL character"),
+    ('{"task_type": "x", "task_data": {"a": "\\u0000"}}', "'task_data.a' contains a NUL character"),
+]
+
+
+@pytest.mark.parametrize(("body", "needle"), LONE)
+def test_the_seed_api_refuses_text_it_cannot_round_trip(client: Client, body: str, needle: str) -> None:
+    refused(send(client, "POST", "/task", body), 400, needle)
+    assert not GlobalTask.objects.exists()
+
+
+def test_raw_surrogate_bytes_are_refused(client: Client) -> None:
+    # UTF-8 for U+D800, which Python's json reads with "surrogatepass" into a lone surrogate.
+    body = b'{"task_type": "x", "task_data": {"a": "\xed\xa0\x80"}}'
+    refused(send(client, "POST", "/task", body), 400, "lone surrogate")
+    v1 = Client()
+    assert v1.post("/api/v1/tasks/", body, content_type="application/json").status_code == 401  # no credentials
+    assert not GlobalTask.objects.exists()
+
+
+@pytest.mark.parametrize(("body", "needle"), LONE)
+def test_v1_refuses_it_before_any_row_is_written(api_client: Client, body: str, needle: str) -> None:
+    resp = send(api_client, "POST", "/api/v1/tasks/", body)
+    assert resp.status_code == 400, resp.content
+    assert needle.split(" contains")[0].split(" is required")[0].strip("'") in json.dumps(resp.json())
+    assert not GlobalTask.objects.exists()  # a client's retry is safe: nothing was committed
+
+
+def test_task_update_refuses_it_at_once_rather_than_losing_it(client: Client, redis_stream: redis.Redis) -> None:
+    task_id = tracked(client)
+    body = '{"task_id": "' + task_id + '", "status": "completed", "task_status_data": {"r": "\\udc00"}}'
+    refused(send(client, "POST", "/task_update", body), 400, "'task_status_data.r' contains a lone surrogate")
+    put = '{"task_status": "completed", "task_status_data": {"r": "\\udc00"}}'
+    refused(send(client, "PUT", f"/task/{task_id}", put), 400, "lone surrogate")
+    run_once()
+    assert GlobalTask.objects.get(pk=task_id).task_status == "pending"
+
+
+def test_every_page_renders_what_was_accepted(client: Client, api_client: Client, admin_client: Client) -> None:
+    # Text outside the Basic Multilingual Plane, sent as a proper surrogate pair, is text: it is kept.
+    task_id = tracked(client, task_data={"emoji": "\U0001f600", "deep": [[[[["ok"]]]]]})
+    assert client.get(f"/task/{task_id}").json()["data"]["task_data"]["emoji"] == "\U0001f600"
+    assert api_client.get("/api/v1/tasks/").status_code == 200
+    assert api_client.get(f"/api/v1/tasks/{task_id}/").json()["task_data"]["emoji"] == "\U0001f600"
+    assert api_client.get(f"/api/v1/tasks/{task_id}/", HTTP_ACCEPT="text/html").status_code == 200
+    change = admin_client.get(f"/admin/tasks_app/globaltask/{task_id}/change/")
+    assert change.status_code == 200 and "\U0001f600" in change.content.decode()
+
+
+# --- 3 and 8. writes that did not do what was asked ------------------------------------------------------
+
+
+def test_put_cannot_complete_an_executed_task(api_client: Client, client: Client) -> None:
+    resp = send(api_client, "POST", "/api/v1/tasks/", {"task_type": "noop", "task_data": {"node": "node1"}})
+    assert resp.status_code == 201
+    task_id = resp.json()["task_id"]
+    refused(
+        send(client, "PUT", f"/task/{task_id}", {"task_status": "completed"}), 409, "its status comes from its node"
+    )
+    assert GlobalTask.objects.get(pk=task_id).task_status == "pending"
+
+
+def test_a_tracked_volume_create_completed_by_put_is_a_record_not_a_volume(client: Client) -> None:
+    task_id = tracked(client, task_type="volume_create", task_data={"cluster": "demo", "name": "v1"})
+    resp = send(client, "PUT", f"/task/{task_id}", {"task_status": "completed", "task_status_data": {"ok": 1}})
+    assert resp.json() == {"success": True, "data": {"message": "Task updated", "modified_count": 1}}
+    task = GlobalTask.objects.get(pk=task_id)
+    assert (task.task_status, task.task_status_data) == ("completed", {"ok": 1})
+    assert not Volume.objects.exists()  # no completion hook for a record its caller drives
+    # (A node's completion whose hook fails stores the hook's error: tests/test_cluster_api.py.)
+
+
+def test_a_completed_result_is_settled(client: Client) -> None:
+    task_id = tracked(client)
+    assert (
+        send(client, "PUT", f"/task/{task_id}", {"task_status": "completed", "task_status_data": {"r": 1}}).status_code
+        == 200
+    )
+    again = send(client, "PUT", f"/task/{task_id}", {"task_status": "completed", "task_status_data": {"r": 2}})
+    refused(again, 409, "already completed: its result (task_status_data) is settled")
+    refused(send(client, "PUT", f"/task/{task_id}", {"task_status_data": {"r": 3}}), 409, "is settled")
+    # Repeating what is stored is a client's retry, not a change.
+    same = send(client, "PUT", f"/task/{task_id}", {"task_status": "completed", "task_status_data": {"r": 1}})
+    assert same.status_code == 200
+    assert GlobalTask.objects.get(pk=task_id).task_status_data == {"r": 1}
+
+
+def test_task_update_answers_the_status_rules_at_once(client: Client, redis_stream: redis.Redis) -> None:
+    task_id = tracked(client, task_status="completed", task_status_data={"r": 1})
+    backwards = send(client, "POST", "/task_update", {"task_id": task_id, "status": "in_progress"})
+    refused(backwards, 409, "Cannot change task_status from 'completed' to 'in_progress'")
+    other = send(
+        client, "POST", "/task_update", {"task_id": task_id, "status": "completed", "task_status_data": {"r": 9}}
+    )
+    refused(other, 409, "is settled")
+    duplicate = send(client, "POST", "/task_update", {"task_id": task_id, "status": "complete"})
+    assert duplicate.json() == {"success": True, "message": "Task update pushed successfully"}
+    run_once()
+    assert GlobalTask.objects.get(pk=task_id).task_status_data == {"r": 1}
+
+
+# --- 6. authentication that was ignored --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["Bearer deadbeef", "Token deadbeef", "Basic YWRtaW46YWRtaW4=", "Digest x", "Token"])
+def test_a_credential_that_is_sent_is_checked_everywhere(client: Client, header: str) -> None:
+    refused(client.get("/tasks", HTTP_AUTHORIZATION=header), 401, "")
+    refused(send(client, "POST", "/task", {"task_type": "t"}, HTTP_AUTHORIZATION=header), 401, "")
+    v1 = client.get("/api/v1/tasks/", HTTP_AUTHORIZATION=header)
+    assert v1.status_code == 401 and v1["WWW-Authenticate"] == 'Token realm="taskhub"'
+    assert client.get("/metrics", HTTP_AUTHORIZATION=header).status_code == 401
+    assert not GlobalTask.objects.exists()
+
+
+@pytest.mark.parametrize("scheme", ["Token", "Bearer", "bearer"])
+def test_the_same_schemes_work_on_every_surface(client: Client, operator: Any, scheme: str) -> None:
+    key = Token.objects.get_or_create(user=operator)[0].key
+    auth: dict[str, Any] = {"HTTP_AUTHORIZATION": f"{scheme} {key}"}
+    created = send(client, "POST", "/api/v1/tasks/", {"task_type": "t", "execute": False}, **auth)
+    assert created.status_code == 201, created.content
+    assert client.get("/tasks", **auth).json()["data"][0]["task_id"] == created.json()["task_id"]
+    assert client.get("/metrics", **auth).status_code == 200
+
+
+# --- 7. nesting ------------------------------------------------------------------------------------------
+
+
+def nested(levels: int) -> dict[str, Any]:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = {"n": value}
+    return value  # type: ignore[no-any-return]
+
+
+def test_one_depth_limit_on_every_write_path(
+    client: Client, api_client: Client, admin_client: Client, settings: Any
+) -> None:
+    too_deep = nested(settings.TASKHUB_MAX_JSON_DEPTH + 1)
+    refused(
+        send(client, "POST", "/task", {"task_type": "t", "task_data": too_deep}), 400, "nested deeper than 32 levels"
+    )
+    v1 = send(api_client, "POST", "/api/v1/tasks/", {"task_type": "t", "task_data": too_deep})
+    assert v1.status_code == 400 and "nested deeper than 32 levels" in v1.json()["detail"]
+    task_id = tracked(client)
+    update = {"task_id": task_id, "status": "in_progress", "task_status_data": nested(932)}
+    refused(send(client, "POST", "/task_update", update), 400, "nested deeper")
+    admin = admin_client.post(
+        f"/admin/tasks_app/globaltask/{task_id}/change/",
+        {"task_type": "t", "task_status": "pending", "task_data": json.dumps(too_deep), "task_status_data": "{}"},
+    )
+    assert admin.status_code == 200 and "nested deeper than 32 levels" in admin.content.decode()
+    assert GlobalTask.objects.get(pk=task_id).task_data == {}
+    # At the limit it is accepted, and every page renders it.
+    deepest = tracked(client, task_data=nested(settings.TASKHUB_MAX_JSON_DEPTH - 1))
+    assert admin_client.get(f"/admin/tasks_app/globaltask/{deepest}/change/").status_code == 200
+    assert api_client.get(f"/api/v1/tasks/{deepest}/", HTTP_ACCEPT="text/html").status_code == 200
+
+
+def test_the_admin_refuses_a_lone_surrogate(admin_client: Client) -> None:
+    resp = admin_client.post(
+        "/admin/tasks_app/globaltask/add/",
+        {"task_type": "t", "task_status": "pending", "task_data": '{"a": "\\ud800"}', "task_status_data": "{}"},
+    )
+    assert resp.status_code == 200 and "lone surrogate" in resp.content.decode()
+    assert not GlobalTask.objects.exists()
+
+
+# --- 9. task_type ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [{}, {"task_type": ""}, {"task_type": None}, {"task_type": "x" * 65}])
+def test_task_type_is_required(client: Client, api_client: Client, body: dict[str, Any]) -> None:
+    refused(send(client, "POST", "/task", body), 400, "'task_type' is required")
+    v1 = send(api_client, "POST", "/api/v1/tasks/", body)
+    assert v1.status_code == 400 and "task_type" in v1.json()
+    assert not GlobalTask.objects.exists()
