@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the suite on SQLite, then on PostgreSQL when one is reachable.
-# Under CI=true an unreachable PostgreSQL (or Redis, checked in tests/conftest.py) is a failure.
+# Under CI=true an unreachable PostgreSQL, or a Redis that neither answers nor can be started here
+# (checked again in tests/conftest.py), is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -8,6 +9,35 @@ PY=.venv/bin/python
 PG_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 # Tests use a Redis database of their own, for the update stream and for Celery's queues alike.
 export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/13}"
+
+# No Redis answers there: start a private one for this run (as `make run` does), rather than skip or
+# fail every test that needs one. Stopped, and its directory removed, however the run ends.
+REDIS_DIR=""
+REDIS_PID=""
+stop_private_redis() {
+    if [ -n "$REDIS_PID" ]; then
+        kill "$REDIS_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$REDIS_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$REDIS_PID" 2>/dev/null || true
+    fi
+    if [ -n "$REDIS_DIR" ]; then rm -rf "$REDIS_DIR"; fi
+}
+trap stop_private_redis EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+REDIS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/taskhub-test-redis.XXXXXX")"
+if PRIVATE="$("$PY" scripts/private_redis.py "$TEST_REDIS_URL" "$REDIS_DIR")"; then
+    if [ -n "$PRIVATE" ]; then
+        read -r PRIVATE_URL REDIS_PID <<<"$PRIVATE"
+        echo "No Redis answers at $TEST_REDIS_URL: using a private one at $PRIVATE_URL for this run"
+        export TEST_REDIS_URL="$PRIVATE_URL"
+    fi
+elif [ "${CI:-}" = "true" ]; then
+    echo "CI=true and no Redis could be found or started: failing rather than skipping" >&2
+    exit 1
+else
+    echo "Tests that need Redis will be skipped" >&2
+fi
 export REDIS_URL="$TEST_REDIS_URL" CELERY_BROKER_URL="$TEST_REDIS_URL"
 
 echo "== tests on SQLite =="

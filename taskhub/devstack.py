@@ -21,6 +21,7 @@ from pathlib import Path
 import redis
 
 from taskhub import private_files
+from workers.protocol import redis_url
 
 
 @dataclass
@@ -31,10 +32,12 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = None
 
 
-def redis_alive(url: str) -> bool:
+def redis_alive(url: str, sentinel_master: str = "") -> bool:
+    """Whether the Redis at `url` answers (through its sentinels for a sentinel:// URL)."""
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
-    except redis.RedisError:
+        client = redis_url.connect(url, sentinel_master=sentinel_master, socket_timeout=1, connect_timeout=1)
+        return bool(client.ping())
+    except (redis.RedisError, ValueError):
         return False
 
 
@@ -73,7 +76,9 @@ def start_private_redis(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     # Its append-only file holds every update the API accepted: ours alone, like the rest of var/.
     private_files.make_private_dir(data, tighten_existing=True)
     port = free_port()
-    # Append-only file on: updates accepted by the API must survive a restart of this Redis.
+    # Append-only file on, fsynced every second: updates accepted by the API survive a restart or a crash
+    # of this Redis, and at most the last second of them a crash of the machine (README "Durability of
+    # accepted updates"). In var/redis, so they outlive `make run` too; no RDB snapshots besides.
     popen = subprocess.Popen(
         [
             redis_server_binary(),
@@ -85,6 +90,8 @@ def start_private_redis(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             str(data),
             "--appendonly",
             "yes",
+            "--appendfsync",
+            "everysec",
             "--save",
             "",
         ],

@@ -12,9 +12,13 @@ from django.core.exceptions import ImproperlyConfigured
 from taskhub.settings_shared import *  # noqa: F403
 from taskhub.settings_shared import (
     BASE_DIR,
+    CELERY_BROKER_TRANSPORT_OPTIONS,
     DEBUG,
     DEV_SECRET_KEY,
     SECRET_KEY,
+    TASKHUB_HEARTBEAT_SECONDS,
+    TASKHUB_REDIS_CONNECT_TIMEOUT,
+    TASKHUB_REDIS_SOCKET_TIMEOUT,
     VAR_DIR,
     env,
 )
@@ -63,6 +67,9 @@ MIDDLEWARE = [
     # Rejects oversized bodies before any parser reads them (DRF streams around Django's own limit).
     "tasks_app.middleware.BodySizeLimitMiddleware",
     "tasks_app.middleware.RejectNulMiddleware",
+    # The database down: a 503 in the surface's JSON envelope with Retry-After, never an HTML 500. Before
+    # the middlewares whose work can touch the database (sessions, authentication, axes).
+    "tasks_app.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -108,6 +115,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Seconds to wait for PostgreSQL to accept a connection (libpq's connect_timeout, 2 at least; a
+    # connect_timeout in DATABASE_URL wins). Unset, libpq waits for the kernel's TCP timeout, minutes,
+    # and an unreachable database would hold a web thread that long instead of answering 503.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("TASKHUB_DB_CONNECT_TIMEOUT", default=3)
+    )
+    # Named per test run too (pytest-django creates and drops it): under the default test_<NAME>, a
+    # second run at once would drop the database the first is using.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
 # axes first: it refuses a locked-out user name or address before any password is checked.
 AUTHENTICATION_BACKENDS = [
@@ -141,9 +157,23 @@ TASKHUB_DISPATCH_GRACE_SECONDS = env.int("TASKHUB_DISPATCH_GRACE_SECONDS", defau
 # ... and publishes again a task still pending this long after its publish, if its queue is empty.
 TASKHUB_REDISPATCH_SECONDS = env.int("TASKHUB_REDISPATCH_SECONDS", default=120)
 TASKHUB_SWEEP_SECONDS = env.float("TASKHUB_SWEEP_SECONDS", default=5.0)
+# The stalled-run sweep (tasks_app/fleet/stalled.py, every TASKHUB_SWEEP_SECONDS) recovers a received or
+# in_progress task whose live node no longer lists its run: only on a heartbeat taken longer than this after
+# the task's last change (and after the node's worker started). Two heartbeats and a margin by default, for
+# a report on its way and the clocks of the database and Redis; a run listed by its node is never touched.
+TASKHUB_STALLED_GRACE_SECONDS = env.float("TASKHUB_STALLED_GRACE_SECONDS", default=2 * TASKHUB_HEARTBEAT_SECONDS + 5)
 
 TASKHUB_WRITER_BATCH = env.int("TASKHUB_WRITER_BATCH", default=1000)
 TASKHUB_WRITER_BLOCK_MS = env.int("TASKHUB_WRITER_BLOCK_MS", default=1000)
+# POST /task_update answers 200 only once this many replicas of the Redis primary hold the update (Redis
+# WAIT, for at most TASKHUB_UPDATE_WAIT_MS), else 503: an acknowledged update then survives losing the
+# primary to a failover. 0 (the default) answers once the primary has it; what that survives is in
+# README "Durability of accepted updates". The wait holds a web thread: keep it short.
+TASKHUB_UPDATE_WAIT_REPLICAS = env.int("TASKHUB_UPDATE_WAIT_REPLICAS", default=0)
+TASKHUB_UPDATE_WAIT_MS = env.int("TASKHUB_UPDATE_WAIT_MS", default=500)
+if TASKHUB_UPDATE_WAIT_REPLICAS < 0 or (TASKHUB_UPDATE_WAIT_REPLICAS and TASKHUB_UPDATE_WAIT_MS < 1):
+    # WAIT with a timeout of 0 waits forever.
+    raise ImproperlyConfigured("TASKHUB_UPDATE_WAIT_REPLICAS must be 0 or more, and TASKHUB_UPDATE_WAIT_MS 1 or more")
 
 # --- API -----------------------------------------------------------------------------------------
 TASKHUB_PAGE_SIZE = env.int("TASKHUB_PAGE_SIZE", default=100)
@@ -249,6 +279,27 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# --- Dependencies down (README "When Redis or the database is down") ------------------------------
+# What a 503 for a dependency that is down tells clients to wait, in seconds (the Retry-After header):
+# about what a restarted Redis or PostgreSQL takes to answer again.
+TASKHUB_RETRY_AFTER_SECONDS = env.int("TASKHUB_RETRY_AFTER_SECONDS", default=5)
+# After a failed metrics write or publish, this process skips those best-effort calls to that Redis for
+# this many seconds (tasks_app/ops/breaker.py): during an outage, each request would pay the timeout again.
+TASKHUB_REDIS_BREAKER_SECONDS = env.float("TASKHUB_REDIS_BREAKER_SECONDS", default=5.0)
+# Publishing from the server (an executed create's publish after its commit, the sweep, beat) gives up at
+# once when the broker does not answer: a failed publish fails nothing, since the sweep publishes what was
+# never published (tasks_app/tasks/dispatch.py). Kombu's defaults retry and reconnect for seconds and wait
+# for an answer forever, which held web requests for up to 7.9 s in a Redis outage. Bounded like
+# taskhub's own client (TASKHUB_REDIS_*_TIMEOUT). Server processes only: nodes keep Celery's defaults.
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BROKER_CONNECTION_TIMEOUT = TASKHUB_REDIS_CONNECT_TIMEOUT
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **CELERY_BROKER_TRANSPORT_OPTIONS,
+    "socket_timeout": TASKHUB_REDIS_SOCKET_TIMEOUT,
+    "socket_connect_timeout": TASKHUB_REDIS_CONNECT_TIMEOUT,
+    "max_retries": 0,  # one connection attempt per publish (kombu's default_channel)
+}
+
 # --- Operations: metrics, retention (README "Operating it") --------------------------------------
 # /metrics answers anyone when true; when false, only staff sessions or DRF tokens (tasks_app/api/metrics.py).
 TASKHUB_METRICS_PUBLIC = env.bool("TASKHUB_METRICS_PUBLIC", default=True)
@@ -269,6 +320,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-undelivered": {"task": "taskhub.sweep_undelivered", "schedule": TASKHUB_SWEEP_SECONDS},
     "purge-finished": {"task": "taskhub.purge_finished", "schedule": TASKHUB_RETENTION_EVERY_SECONDS},
     "sweep-dead-nodes": {"task": "taskhub.sweep_dead_nodes", "schedule": TASKHUB_SWEEP_SECONDS},
+    "sweep-stalled-runs": {"task": "taskhub.sweep_stalled_runs", "schedule": TASKHUB_SWEEP_SECONDS},
 }
 # Modules that register task types' server halves (tasks_app/families/): create-time checks and
 # completion hooks, e.g. "myorg.taskhub_types_server". Loaded by server processes only.

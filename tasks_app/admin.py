@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from tasks_app.errors import TaskhubError
 from tasks_app.fleet.selectors import node_is_online
@@ -29,6 +29,9 @@ class JSONFormField(forms.JSONField):
         except UnicodeEncodeError:
             return json.dumps(value, ensure_ascii=True, cls=self.encoder)
         return text
+
+
+_REFUSED = "_taskhub_change_refused"
 
 
 def _checked(check: Any, *args: Any) -> Any:
@@ -181,6 +184,13 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
             services.task_update(task_id=obj.task_id, changes=changes, source=source)
         except TaskhubError as exc:
             messages.error(request, exc.message)
+            setattr(request, _REFUSED, True)  # read by response_change
+
+    def response_change(self, request: HttpRequest, obj: GlobalTask) -> HttpResponse:
+        # A change the services refused: back to the form with the reason, not "changed successfully".
+        if getattr(request, _REFUSED, False):
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
 
 
 class StorageUnitInline(admin.TabularInline[StorageUnit, Volume]):

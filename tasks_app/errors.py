@@ -35,3 +35,8 @@ class AlreadyExists(TaskhubError):
 
 class UpdateQueueUnavailable(TaskhubError):
     http_status = 503
+
+
+class UpdateNotReplicated(UpdateQueueUnavailable):
+    """/task_update with TASKHUB_UPDATE_WAIT_REPLICAS: too few replicas confirmed the update in time. It
+    may still be applied (it reached the primary), so the answer says so rather than "not queued"."""

@@ -1,6 +1,7 @@
 """Task types registered the way users add their own (TASKHUB_HANDLER_MODULES), for the end-to-end
 tests. test_sleep sleeps in steps (reporting progress, stopping when cancelled) and appends a line to
-a file on the node every time it really runs; test_flaky fails recoverably until its Nth run."""
+a file on the node every time it really runs; test_flaky fails recoverably until its Nth run;
+test_wait_file finishes when the test says so."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from workers.protocol import payload
 from workers.protocol.context import RunContext
-from workers.protocol.errors import PayloadError, RecoverableError
+from workers.protocol.errors import HandlerError, PayloadError, RecoverableError
 from workers.protocol.specs import register
 
 
@@ -44,3 +45,18 @@ def flaky(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     if count < int(data.get("succeed_on", 1)):
         raise RecoverableError(f"device busy (run {count})")
     return {"runs": count}
+
+
+@register("test_wait_file", validate=validate, participants=payload.one_node, max_retries=0)
+def wait_file(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
+    """Waits, touching neither Redis nor the broker, until the test drops `go-<task_id>` in the node's
+    data dir (so it can finish while Redis is down); then succeeds, or fails if task_data.fail."""
+    go = ctx.data_dir / f"go-{ctx.task_id}"
+    deadline = time.monotonic() + 60
+    while not go.exists():
+        if time.monotonic() > deadline:
+            raise HandlerError(f"{go} never appeared")
+        time.sleep(0.05)
+    if data.get("fail"):
+        raise HandlerError("failed as the test asked")
+    return {"waited": True}

@@ -35,10 +35,20 @@ def test_create_retrieve_update_delete(api_client: Client) -> None:
 
 def test_create_replay_and_conflict(api_client: Client) -> None:
     body = {"task_id": "v1-fixed", "task_type": "t", "task_data": {"a": 1}}
-    assert api_client.post(URL, body, content_type="application/json").status_code == 201
-    assert api_client.post(URL, body, content_type="application/json").status_code == 200
+    first = api_client.post(URL, body, content_type="application/json")
+    assert first.status_code == 201, first.content
+    assert (first.json()["task_id"], first.json()["task_data"]) == ("v1-fixed", {"a": 1})
+    # The same body again is a safe retry: the task as it was, not a second one.
+    again = api_client.post(URL, body, content_type="application/json")
+    assert again.status_code == 200, again.content
+    assert again.json() == first.json()
     body["task_data"] = {"a": 2}
-    assert api_client.post(URL, body, content_type="application/json").status_code == 409
+    other = api_client.post(URL, body, content_type="application/json")
+    assert other.status_code == 409
+    assert other.json()["detail"] == "Task 'v1-fixed' already exists with a different body"
+    stored = GlobalTask.objects.get(pk="v1-fixed")
+    assert stored.task_data == {"a": 1}
+    assert list(stored.history.values_list("from_status", "to_status")) == [("", "pending")]
 
 
 @pytest.mark.parametrize(

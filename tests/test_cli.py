@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import socket
 import subprocess
 import sys
@@ -253,23 +255,46 @@ def test_watch_exit_codes_for_finished_and_stuck_tasks(live_server: LiveServer) 
 
 def test_watch_shows_progress_reported_by_the_handler(live_server: LiveServer) -> None:
     task_create(task_id="cli-progress", task_type=PLAIN)
+    # httpx logs each response the CLI gets: the task moves on only once the watcher has seen where it is,
+    # so the watcher sees every state whatever the timing.
+    responses: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: responses.append(record.getMessage())  # type: ignore[method-assign]
+    httpx_log = logging.getLogger("httpx")
+    level = httpx_log.level
 
     def run() -> None:
         try:
-            time.sleep(0.5)
+            wait_until(lambda: responses, 20, "the watcher to read the task")
+            time.sleep(0.3)  # most likely inside its long poll by now (if not, that poll waits its 10 s)
             progress = {"progress": {"percent": 40.0, "message": "copying blocks"}}
             task_transition(update=StatusUpdate("cli-progress", "in_progress", progress, source="node:node1"))
-            time.sleep(0.7)
+            wait_until(lambda: any("?wait=" in r for r in responses), 20, "the watcher to see it running")
             task_transition(update=StatusUpdate("cli-progress", "completed", {"ok": 1}, source="node:node1"))
         finally:
             connection.close()
 
+    httpx_log.addHandler(handler)
+    httpx_log.setLevel(logging.INFO)
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    result = taskhub(live_server, "task", "watch", "cli-progress", "--timeout", "30")
-    thread.join(timeout=30)
+    try:
+        # The bar is drawn on a terminal only: these make rich treat the captured output as one, without
+        # colours, so what it drew can be read back.
+        terminal = {"TTY_COMPATIBLE": "1", "TERM": "xterm", "NO_COLOR": "1"}
+        result = taskhub(live_server, "task", "watch", "cli-progress", "--timeout", "30", env=terminal)
+        thread.join(timeout=30)
+    finally:
+        httpx_log.removeHandler(handler)
+        httpx_log.setLevel(level)
     assert result.exit_code == 0, result.output
-    assert "Task cli-progress completed" in result.stdout
+    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stdout)  # cursor moves and line clears
+    # Each status it reached, in order, then the outcome.
+    reached = [line.split("  ")[-1] for line in out.splitlines() if "  cli-progress  " in line]
+    assert reached == ["pending", "in_progress", "completed"], out
+    assert out.rstrip().endswith("Task cli-progress completed"), out
+    # The handler's progress on the bar: its message and its percentage.
+    assert re.search(r"copying blocks\s+\S+\s+40%", out), out
 
 
 def test_retry_and_cancel(live_server: LiveServer, cluster: Cluster) -> None:

@@ -111,7 +111,11 @@ def test_completion_hooks_write_and_remove_volume_records(api_client: Client, de
     assert start["task_data"]["storage_units"][2]["path"] == "/d/node3/vol1"  # the node learns where units are
     complete(start["task_id"], {})
     assert Volume.objects.get().state == "started"
-    assert api_client.delete(f"{VOLUMES}/vol1/").status_code == 400  # stop it first
+    tasks_before = GlobalTask.objects.count()
+    refused = api_client.delete(f"{VOLUMES}/vol1/")
+    assert refused.status_code == 400
+    assert "volume 'vol1' is started; cannot delete it (stop it first)" in refused.json()["detail"]
+    assert GlobalTask.objects.count() == tasks_before and Volume.objects.get().state == "started"
     complete(post(api_client, f"{VOLUMES}/vol1/stop/", {}).json()["task_id"], {})
     delete = api_client.delete(f"{VOLUMES}/vol1/")
     assert delete.status_code == 202

@@ -194,8 +194,14 @@ def test_a_message_delivered_twice_runs_once(writer: Cluster) -> None:
     task = wait_final(task.task_id, writer)
     assert task.task_status == "completed"
     runs = writer.data_dir(N2) / f"runs-{task.task_id}.log"
-    wait_until(lambda: writer.idle(N2), 20, "the duplicate to be taken and acknowledged")
+    # Both copies reached the node (its worker logs each message it takes, by Celery id: the run id),
+    # and neither is left in its queue or unacknowledged: the duplicate was handled, not still on its way.
+    received = f"[{task.run_id}] received"
+    log = writer.tmp / f"{N2}.log"
+    wait_until(lambda: log.read_text().count(received) >= 2, 20, "the node to take both copies")
+    wait_until(lambda: writer.idle(N2), 20, "the duplicate to be acknowledged")
     assert len(runs.read_text().splitlines()) == 1
+    assert GlobalTask.objects.get(pk=task.task_id).task_status == "completed"
 
 
 def test_node_killed_mid_task_finishes_it_after_restart(writer: Cluster) -> None:
@@ -237,13 +243,27 @@ with transaction.atomic():
 
 
 def test_without_a_commit_nothing_is_published(writer: Cluster) -> None:
+    # A node no worker serves: a message sent to it stays in its queue, where the test can see it (a
+    # running node's queue is empty whether or not something was sent, as the node drains it).
+    unserved = f"e2e{RUN}-unserved"
+    node_register(cluster=cluster_ensure(name=f"demo{RUN}"), name=unserved)
+    queue = f"node.{unserved}"
+    broker = redis.Redis.from_url(writer.redis_url)
     with pytest.raises(RuntimeError), transaction.atomic():
-        task_create(
-            task_type="test_sleep", execute=True, task_data={"node": N1, "seconds": 0}, task_id=f"rolled-back-{RUN}"
-        )
+        task_create(task_type="test_sleep", execute=True, task_data={"node": unserved}, task_id=f"rolled-back-{RUN}")
         raise RuntimeError("the request failed after the insert")
     assert not GlobalTask.objects.filter(pk=f"rolled-back-{RUN}").exists()
-    assert redis.Redis.from_url(writer.redis_url).llen(f"node.{N1}") == 0
+    assert broker.llen(queue) == 0
+    # The same with a commit does put its run's message in that queue: the check above could fail.
+    with transaction.atomic():
+        sent, _ = task_create(
+            task_type="test_sleep", execute=True, task_data={"node": unserved}, task_id=f"committed-{RUN}"
+        )
+    try:
+        messages: list[bytes] = broker.lrange(queue, 0, -1)  # type: ignore[assignment]
+        assert [json.loads(raw)["headers"]["id"] for raw in messages] == [sent.run_id]
+    finally:
+        broker.delete(queue)
 
 
 def test_a_failed_volume_is_retried_to_success_after_its_node_comes_back(writer: Cluster) -> None:

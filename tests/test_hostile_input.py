@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 import redis
+from django.contrib.auth import get_user_model
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from tasks_app.fleet.models import Cluster, Volume
 from tasks_app.fleet.services import cluster_ensure, node_register
+from tasks_app.tasks import services, stream
 from tasks_app.tasks.models import GlobalTask
 from tasks_app.tasks.writer import run_once
+from workers.protocol.messages import Origin, StatusUpdate
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
@@ -304,3 +307,62 @@ def test_task_type_is_required(client: Client, api_client: Client, body: dict[st
     v1 = send(api_client, "POST", "/api/v1/tasks/", body)
     assert v1.status_code == 400 and "task_type" in v1.json()
     assert not GlobalTask.objects.exists()
+
+
+# --- the second read's findings ------------------------------------------------------------------------
+
+
+def test_a_node_report_with_text_no_database_keeps_is_escaped_not_lost(
+    api_client: Client, redis_stream: redis.Redis
+) -> None:
+    # An error naming a file whose bytes are not UTF-8 reaches Python as lone surrogates; refusing the
+    # report would leave the task in_progress forever (PostgreSQL) or unreadable (SQLite).
+    resp = send(api_client, "POST", "/api/v1/tasks/", {"task_type": "noop", "task_data": {"node": "node1"}})
+    task_id = resp.json()["task_id"]
+    run = GlobalTask.objects.get(pk=task_id).run_id
+    error = {"error": {"message": "cannot open /data/\udcff\udcfe", "nested": nested(40), "nul": "a\x00b"}}
+    stream.push(StatusUpdate(task_id, "failed", error, source="node:node1", run_id=run, origin=Origin.NODE))
+    run_once()
+    task = GlobalTask.objects.get(pk=task_id)
+    assert task.task_status == "failed"
+    assert task.task_status_data["error"]["message"] == "cannot open /data/\\udcff\\udcfe"
+    assert task.task_status_data["error"]["nul"] == "a\\x00b"
+    assert isinstance(json.dumps(task.task_status_data).encode(), bytes)
+    shown = api_client.get(f"/api/v1/tasks/{task_id}/")
+    assert shown.status_code == 200 and shown.json()["task_status"] == "failed"
+
+
+def test_a_late_report_on_an_old_run_is_ignored_not_an_error(client: Client, redis_stream: redis.Redis) -> None:
+    # A pull agent's report about a run that was retried since: true when it was made, so not a 4xx
+    # (its raise_for_status would stop the agent), and never applied to the new run.
+    node = node_register(cluster=Cluster.objects.get(name="demo"), name="puller", transport="pull")
+    user = get_user_model().objects.create_user("node:puller")
+    node.user = user
+    node.save(update_fields=["user"])
+    key = Token.objects.create(user=user).key
+    task, _ = services.task_create(task_type="noop", task_data={"node": "puller"}, execute=True)
+    body = {"task_id": task.task_id, "status": "completed", "run_id": "an-old-run"}
+    resp = send(client, "POST", "/task_update", body, HTTP_AUTHORIZATION=f"Token {key}")
+    assert resp.status_code == 200
+    assert resp.json() == {"success": True, "message": "Ignored: run 'an-old-run' is not the task's current run"}
+    run_once()
+    assert GlobalTask.objects.get(pk=task.task_id).task_status == "pending"
+
+
+def test_an_origin_in_csrf_trusted_origins_counts_as_own(client: Client, settings: Any) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = ["https://*.ops.example"]
+    resp = send(client, "POST", "/task", {"task_type": "t"}, HTTP_ORIGIN="https://console.ops.example")
+    assert resp.status_code == 200 and resp.json()["data"]["message"] == "Task created"
+    other = send(client, "POST", "/task", {"task_type": "t"}, HTTP_ORIGIN="https://ops.example.evil")
+    refused(other, 403, "nor in CSRF_TRUSTED_ORIGINS")
+
+
+def test_a_refused_admin_change_does_not_say_it_was_saved(client: Client, admin_client: Client) -> None:
+    task_id = tracked(client, task_status="completed", task_status_data={"r": 1})
+    url = f"/admin/tasks_app/globaltask/{task_id}/change/"
+    form = {"task_type": "backup", "task_status": "completed", "task_data": "{}", "task_status_data": '{"r": 2}'}
+    form |= {"history-TOTAL_FORMS": "0", "history-INITIAL_FORMS": "0"}  # the history inline's management form
+    resp = admin_client.post(url, form, follow=True)
+    page = resp.content.decode()
+    assert "is settled" in page and "was changed successfully" not in page
+    assert GlobalTask.objects.get(pk=task_id).task_status_data == {"r": 1}

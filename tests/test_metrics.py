@@ -198,8 +198,14 @@ def private(settings: Any, redis_stream: redis.Redis) -> None:
     settings.TASKHUB_METRICS_PUBLIC = False
 
 
-def test_public_by_default(client: Client, redis_stream: redis.Redis) -> None:
-    assert client.get("/metrics").status_code == 200
+def test_public_by_default(client: Client, redis_stream: redis.Redis, commit: Commit) -> None:
+    with commit():
+        task_create(task_type="t")
+    s = scrape(client)  # anonymous: 200 and Prometheus text, checked there
+    assert value(s, "taskhub_tasks", status="pending") == 1
+    assert value(s, "taskhub_tasks_created_total", task_type="t") == 1
+    assert value(s, "taskhub_metrics_source_up", source="redis") == 1
+    assert value(s, "taskhub_metrics_source_up", source="database") == 1
 
 
 def test_private_metrics_need_staff_or_a_token(client: Client, private: None) -> None:

@@ -36,6 +36,8 @@ def client(api_client: Client) -> Client:
 
 @pytest.fixture
 def demo(redis_stream: redis.Redis) -> Iterator[Cluster]:
+    """Three live nodes. Publishing and run ends use Redis: through redis_stream, every test that uses
+    this fixture is marked `redis` (tests/conftest.py)."""
     cluster = cluster_ensure(name="demo")
     for name in (A, B, C):
         node_register(cluster=cluster, name=name)

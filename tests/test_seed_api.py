@@ -63,10 +63,18 @@ def test_create_as_in_the_seed(client: Client) -> None:
 
 def test_create_defaults(client: Client) -> None:
     resp = client.post("/task", data='{"task_type": "t"}', content_type="application/json")
-    task = client.get(f"/task/{resp.json()['data']['task_id']}").json()["data"]
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["success"] is True and resp.json()["data"]["message"] == "Task created"
+    task_id = resp.json()["data"]["task_id"]
+    got = client.get(f"/task/{task_id}")
+    assert got.status_code == 200 and got.json()["success"] is True
+    task = got.json()["data"]
     assert set(task) == SEED_FIELDS
+    assert task["task_id"] == task_id
     assert task["task_data"] == {} and task["task_type"] == "t" and task["task_status_data"] == {}
     assert task["task_status"] == "pending"
+    stored = GlobalTask.objects.get(pk=task_id)
+    assert (stored.task_type, stored.task_data, stored.task_status, stored.task_status_data) == ("t", {}, "pending", {})
 
 
 def test_get_returns_exactly_the_seven_fields(client: Client) -> None:
@@ -144,7 +152,7 @@ def test_unknown_id_is_404_in_the_envelope(client: Client, method: str) -> None:
         ('{"task_type": 7}', "'task_type' is required: a string"),
         ("{}", "'task_type' is required"),
         ('{"task_type": ""}', "'task_type' is required"),
-        ('{"task_type": "a\\nb"}', "'task_type' is required: a string of 1-64 printable characters"),
+        ('{"task_type": "a\\nb"}', "'task_type' is required: a string of 1-64 characters, no control characters"),
         ('{"task_id": "has spaces"}', "'task_id' must be"),
         ('{"colour": "red"}', "Unknown field(s): colour"),
     ],
@@ -309,5 +317,8 @@ def test_bodies_no_database_can_store_are_400(client: Client, body: str, needle:
 
 
 def test_nul_in_the_url_is_400(client: Client) -> None:
-    assert client.get("/task/abc%00def").status_code == 400
-    assert client.get("/tasks", {"task_type": "a\x00b"}).status_code == 400
+    refused = {"success": False, "message": "NUL characters are not allowed in URLs"}
+    by_id = client.get("/task/abc%00def")
+    assert (by_id.status_code, by_id.json()) == (400, refused)
+    listed = client.get("/tasks", {"task_type": "a\x00b"})
+    assert (listed.status_code, listed.json()) == (400, refused)

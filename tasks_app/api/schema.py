@@ -30,8 +30,7 @@ Schema = dict[str, Any]
 
 # tasks_app/tasks/validation.py: _TASK_ID_RE and the task_type rule, as JSON Schema.
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-# Printable text: no control characters. (Python's str.isprintable also refuses some exotic Unicode
-# categories, format and private-use characters, that a JSON Schema pattern cannot name.)
+# No control characters (Unicode category Cc), exactly the server's rule.
 TASK_TYPE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 NAME_PATTERN = NAME_RE.pattern
 
@@ -84,6 +83,7 @@ _API_ERRORS: dict[str, str] = {
     "413": "The body is over TASKHUB_MAX_BODY_BYTES; refused before the API reads it, with the seed envelope",
     "415": "The body is not application/json",
     "429": "Too many requests: retry after the Retry-After header's seconds",
+    "503": "The database is unavailable: retry after the Retry-After header's seconds",
 }
 
 # Operations the current state can refuse with a 409 (TaskConflict, AlreadyExists), by (router basename, action).
@@ -131,6 +131,7 @@ class TaskhubAutoSchema(AutoSchema):
             codes += ["413", "415"]
         if getattr(self.view, "throttle_classes", None):
             codes.append("429")
+        codes.append("503")  # every operation needs the database (tasks_app/api/errors.py)
         return codes
 
     def _error_response(self, code: str) -> Schema:
@@ -242,7 +243,9 @@ _SEED_ERRORS: dict[str, str] = {
     "409": "Refused by the task's state: the status rules, or a task_id that exists with a different body",
     "413": "The body is over TASKHUB_MAX_BODY_BYTES",
     "415": "The body is not application/json",
-    "503": "The update could not be queued (Redis is unreachable); nothing was changed",
+    "503": "A dependency is down: the database, or for /task_update Redis (the update was not queued), or with "
+    "TASKHUB_UPDATE_WAIT_REPLICAS too few Redis replicas confirmed the update (it may still be applied). "
+    "Retry after the Retry-After header's seconds (a create with its own task_id, and an update, are safe to repeat)",
 }
 
 _SEED_READS = ("seed_task_retrieve", "seed_tasks_list")
@@ -381,7 +384,11 @@ def seed_paths() -> dict[str, Schema]:
             {"type": "string", "enum": [*STATUS_VALUES, *ALIASES]},
             "only tasks in this status (a status or an alias, any case)",
         ),
-        _query("updated_since", {"type": "integer", "minimum": 0}, "only tasks updated at or after (epoch seconds)"),
+        _query(
+            "updated_since",
+            {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            "only tasks updated at or after (epoch seconds)",
+        ),
         _query(
             "limit",
             {"type": "integer", "minimum": 1, "maximum": int(settings.TASKHUB_MAX_PAGE_SIZE)},
@@ -396,19 +403,19 @@ def seed_paths() -> dict[str, Schema]:
                 "seed_task_create",
                 "Create a task",
                 _envelope(_message(task_id={"type": "string"})),
-                "400 401 403 405 409 413 415",
+                "400 401 403 405 409 413 415 503",
                 body="SeedTaskCreateRequest",
             )
         },
         "/task/{task_id}": {
             "get": _seed_operation(
-                "seed_task_retrieve", "Read a task", _envelope(task), "400 401 403 404 405", parameters=[task_path]
+                "seed_task_retrieve", "Read a task", _envelope(task), "400 401 403 404 405 503", parameters=[task_path]
             ),
             "put": _seed_operation(
                 "seed_task_change",
                 "Change a task's fields",
                 _envelope(_message(modified_count={"type": "integer"})),
-                "400 401 403 404 405 409 413 415",
+                "400 401 403 404 405 409 413 415 503",
                 body="SeedTaskChangeRequest",
                 parameters=[task_path],
             ),
@@ -416,7 +423,7 @@ def seed_paths() -> dict[str, Schema]:
                 "seed_task_delete",
                 "Delete a task",
                 _envelope(_message()),
-                "400 401 403 404 405",
+                "400 401 403 404 405 503",
                 parameters=[task_path],
             ),
         },
@@ -428,7 +435,7 @@ def seed_paths() -> dict[str, Schema]:
                     {"type": "array", "items": task},
                     next={"type": "string", "format": "uri", "nullable": True, "description": "the next page"},
                 ),
-                "400 401 403 405",
+                "400 401 403 405 503",
                 parameters=list_params,
             )
         },

@@ -78,8 +78,8 @@ _BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 def _is_json(content_type: str | None) -> bool:
-    media = (content_type or "").lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    # application/json exactly, as on /api/v1 (DRF's JSON parser): one rule on both surfaces.
+    return (content_type or "").lower() == "application/json"
 
 
 def json_body(request: HttpRequest) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def task_update_push(request: HttpRequest) -> HttpResponse:
     run_id = body.get("run_id", "")
     if not isinstance(run_id, str) or len(run_id) > 36:
         raise InvalidInput("'run_id' must be the run id the pull API gave with the task")
-    services.task_update_push(
+    queued = services.task_update_push(
         task_id=task_id,
         status=validation.status(body["status"], "status"),
         task_status_data=validation.json_object(status_data, "task_status_data") if status_data is not None else None,
@@ -195,6 +195,8 @@ def task_update_push(request: HttpRequest) -> HttpResponse:
         reporter=permissions.node_of(getattr(request, "user", None)),
         run_id=run_id,
     )
+    if not queued:
+        return JsonResponse({"success": True, "message": f"Ignored: run {run_id!r} is not the task's current run"})
     return JsonResponse({"success": True, "message": "Task update pushed successfully"})
 
 

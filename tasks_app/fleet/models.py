@@ -52,6 +52,16 @@ class Node(models.Model):
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     # Set by the dead-node sweep when heartbeats stop; cleared by the next heartbeat.
     offline_since = models.DateTimeField(null=True, blank=True)
+    # What the node's last heartbeat said of its runs, for the stalled-run sweep (tasks_app/fleet/stalled.py):
+    # {"running": [run ids it holds], "undelivered": [run ids with reports still in its outbox],
+    # "truncated": a list was cut at its cap, "no_outcome": [runs the sweep asked about that it has no
+    # outcome for]}; None when that heartbeat listed nothing (a pull agent, an older worker, an outbox it
+    # could not read), and then no run of the node is judged.
+    running_runs = models.JSONField(null=True, blank=True)
+    # When that heartbeat was taken (Redis's clock), and since when the worker that sent it has been
+    # listing its runs: a worker that just started has not yet received its redelivered messages.
+    runs_reported_at = models.DateTimeField(null=True, blank=True)
+    runs_listed_since = models.DateTimeField(null=True, blank=True)
     data_dir = models.CharField(max_length=512, blank=True, default="")
     capacity_blocks = models.PositiveIntegerField(default=0)
     # The node's own account (user "node:<name>", `manage.py create_node_token`): its token may pull

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, transaction
 
@@ -73,7 +73,39 @@ def record_heartbeats(beats: Sequence[Heartbeat]) -> None:
             fields["capacity_blocks"] = beat.info["capacity_blocks"]
         if isinstance(beat.info.get("data_dir"), str):
             fields["data_dir"] = beat.info["data_dir"]
+        fields.update(_runs_fields(beat))
         Node.objects.filter(name=name).update(**fields)
+
+
+def _runs_fields(beat: Heartbeat) -> dict[str, object]:
+    """What a heartbeat says of the node's runs (workers/node/running.py), for the stalled-run sweep.
+    Every heartbeat replaces it: one that lists nothing (or nothing readable) clears it, so that no run
+    is ever judged on an older list than the node's last word."""
+    at = datetime.fromtimestamp(beat.at, UTC)
+    runs = beat.info.get("runs")
+    lists = runs if isinstance(runs, dict) else {}
+    running, undelivered = lists.get("running"), lists.get("undelivered")
+    no_outcome, listing_for = lists.get("no_outcome", []), lists.get("listing_for")
+    if not (
+        isinstance(running, list)
+        and isinstance(undelivered, list)
+        and isinstance(no_outcome, list)
+        and all(isinstance(r, str) for r in [*running, *undelivered, *no_outcome])
+        and isinstance(listing_for, int | float)
+        and not isinstance(listing_for, bool)
+    ):
+        return {"running_runs": None, "runs_reported_at": at, "runs_listed_since": None}
+    return {
+        "running_runs": {
+            "running": running,
+            "undelivered": undelivered,
+            "truncated": lists.get("truncated") is True,
+            # Runs the stalled-run sweep asked about, that the node has no outcome for (workers/node/lifeline.py).
+            "no_outcome": no_outcome,
+        },
+        "runs_reported_at": at,
+        "runs_listed_since": at - timedelta(seconds=max(0.0, float(listing_for))),
+    }
 
 
 def node_pull_tasks(*, node: Node, since: int | None = None) -> list[GlobalTask]:

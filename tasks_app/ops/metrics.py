@@ -3,8 +3,8 @@ Redis (one hash, `<TASKHUB_STREAM_PREFIX>:metrics`) and a custom collector reads
 gauges taken from the database and the update stream, when /metrics is scraped.
 
 Recording is best-effort: a Redis failure is logged and swallowed, it never fails a create or a
-batch. Counts are recorded when the transaction that made the change commits, so a rolled-back
-change is never counted.
+batch, and for a few seconds after one nothing is tried (tasks_app/ops/breaker.py). Counts are
+recorded when the transaction that made the change commits, so a rolled-back change is never counted.
 
 Counted here:
   taskhub_tasks_created_total{task_type}            services.task_create, when a task is created
@@ -34,12 +34,14 @@ from collections.abc import Iterable, Iterator
 from functools import partial
 
 import redis
+from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Count, Q
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tasks_app.ops.breaker import is_outage, redis_breaker, server_of
 from workers.protocol import keys
 from workers.protocol.connection import client
 from workers.protocol.status import STATUS_VALUES, TERMINAL
@@ -73,7 +75,13 @@ def _client() -> redis.Redis:
 
 
 def _incr(counts: dict[str, int], floats: dict[str, float] | None = None) -> None:
-    """HINCRBY each field in one round trip. Never raises: metrics must not break the work."""
+    """HINCRBY each field in one round trip. Never raises: metrics must not break the work. After a Redis
+    failure, skipped for TASKHUB_REDIS_BREAKER_SECONDS (tasks_app/ops/breaker.py): a create must not pay
+    the timeout again on every request of an outage, for a count."""
+    server = server_of(settings.REDIS_URL)
+    if not redis_breaker.allows(server):
+        log.debug("metrics not recorded: Redis at %s failed moments ago", server)
+        return
     try:
         pipe = _client().pipeline(transaction=False)
         for name, n in counts.items():
@@ -82,9 +90,18 @@ def _incr(counts: dict[str, int], floats: dict[str, float] | None = None) -> Non
             pipe.hincrbyfloat(key(), name, x)
         pipe.execute()  # type: ignore[no-untyped-call]
     except (redis.RedisError, OSError) as exc:
-        log.warning("metrics not recorded (Redis): %s", exc)
+        if not is_outage(exc):
+            log.warning("metrics not recorded (Redis): %s", exc)
+            return
+        redis_breaker.failed(server)
+        log.warning(
+            "metrics not recorded (Redis), nor tried again for %gs: %s", settings.TASKHUB_REDIS_BREAKER_SECONDS, exc
+        )
+        return
     except Exception:  # a metric is never worth a failed request
         log.exception("metrics not recorded")
+        return
+    redis_breaker.succeeded(server)
 
 
 def _on_commit(counts: dict[str, int]) -> None:

@@ -17,6 +17,7 @@ from tasks_app.errors import InvalidInput
 from tasks_app.families import registry as families
 from tasks_app.fleet.models import Node
 from tasks_app.fleet.selectors import online_cutoff
+from tasks_app.ops.breaker import is_outage, redis_breaker, server_of
 from tasks_app.tasks.models import GlobalTask, TaskStatusChange, now_ts
 from tasks_app.tasks.selectors import order_key_blockers
 from workers.protocol import run_end, specs
@@ -152,14 +153,26 @@ def _send_run(task_id: str, row: dict[str, Any]) -> bool:
         "node": row["node"],
         "attempt": row["attempts"],
     }
+    # A broker that failed moments ago is not tried again until the breaker's wait is over: an executed
+    # create commits either way, and must not pay the broker's timeout on every request of an outage.
+    broker = server_of(str(current_app.conf.broker_url))
+    if not redis_breaker.allows(broker):
+        log.info(
+            "task %s not published to %s: the broker failed moments ago (the sweep will retry)", task_id, row["node"]
+        )
+        return False
     try:
-        # The Celery id is the run id, so a cancel revokes exactly this run.
+        # The Celery id is the run id, so a cancel revokes exactly this run. One attempt (retry=False, and
+        # the server's broker settings bound it: taskhub/settings.py): the sweep is the retry.
         current_app.send_task(
-            EXECUTE_TASK, task_id=row["run_id"], kwargs=dict(kwargs), headers={TASK_ID_HEADER: task_id}
+            EXECUTE_TASK, task_id=row["run_id"], kwargs=dict(kwargs), headers={TASK_ID_HEADER: task_id}, retry=False
         )
     except Exception as exc:  # kombu raises many kinds; any of them means "not published"
+        if is_outage(exc):
+            redis_breaker.failed(broker)
         log.warning("publishing task %s to %s failed (the sweep will retry): %s", task_id, row["node"], exc)
         return False
+    redis_breaker.succeeded(broker)
     GlobalTask.objects.filter(pk=task_id, run_id=row["run_id"]).update(dispatched_at=now_ts())
     return True
 

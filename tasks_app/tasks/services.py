@@ -212,12 +212,13 @@ def task_update_push(
     reporter: Node | None = None,
     run_id: str = "",
 ) -> str:
-    """Queue a status update for the writers (the seed's asynchronous path). Returns the stream id.
+    """Queue a status update for the writers (the seed's asynchronous path). Returns the stream id, or
+    "" for a node's report on a run that is no longer the task's current one (ignored, not queued).
 
     Refused here, at once, rather than dropped later by a writer: an unknown task (404), an update of
     an executed task from anyone but its node (409), or from its node without the run it is about
-    (400). `reporter` is the node account that sends it (a pull agent); its update is a report on
-    `run_id`, applied only if that is still the task's current run.
+    (400), and an update the status rules refuse (409, with the reason). `reporter` is the node account
+    that sends it (a pull agent); its update is a report on `run_id`.
     """
     row = GlobalTask.objects.filter(pk=task_id).values("node", "run_id", "task_status", "task_status_data").first()
     if row is None:
@@ -249,8 +250,13 @@ def task_update_push(
     verdict, reason = verdict_for(
         update, status=row["task_status"], status_data=row["task_status_data"], node=row["node"], run_id=row["run_id"]
     )
-    if verdict in (Verdict.REJECT, Verdict.STALE):
+    if verdict is Verdict.REJECT:
         raise TaskConflict(reason[:1].upper() + reason[1:])
+    if verdict is Verdict.STALE:
+        # A late report on an old run (a pull agent's, after a retry): ignored, as the writer would, and
+        # not an error for the agent, whose report was true when it made it.
+        metrics.count_ignored_reports(1)
+        return ""
     return stream.push(update)
 
 

@@ -5,6 +5,7 @@ Each raises InvalidInput with a message that names the field and the problem.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from workers.protocol.status import ALIASES, CLIENT_VALUES, STATUS_VALUES, Statu
 # Ids appear in URLs (/task/<id>), so keep them to URL-safe characters.
 _TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _TASK_TYPE_MAX = 64
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
 
 
 def require_object(body: Any, what: str = "request body") -> dict[str, Any]:
@@ -99,6 +101,37 @@ def _safe(path: str) -> str:
     return path.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
+def repaired(value: Any) -> Any:
+    """A copy of JSON data that storable() accepts, for data no client sent (a node's report, whose
+    error text may carry a file name's undecodable bytes as lone surrogates): bad text is escaped
+    (backslashreplace, NUL as \\x00), NaN and Infinity become strings, and what is nested too deeply
+    becomes its JSON text. Refusing it instead would lose a run's outcome."""
+    limit = int(settings.TASKHUB_MAX_JSON_DEPTH)
+
+    def fix(item: Any, depth: int) -> Any:
+        if isinstance(item, str):
+            return item.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+        if isinstance(item, float) and (item != item or item in (float("inf"), float("-inf"))):
+            return str(item)
+        if isinstance(item, dict | list) and depth >= limit:
+            return fix(json.dumps(item, default=str), depth)
+        if isinstance(item, dict):
+            return {fix(str(k), depth): fix(v, depth + 1) for k, v in item.items()}
+        if isinstance(item, list):
+            return [fix(v, depth + 1) for v in item]
+        return item
+
+    return fix(value, 0)
+
+
+def is_storable(value: Any) -> bool:
+    try:
+        storable(value, "value")
+    except InvalidInput:
+        return False
+    return True
+
+
 def request_body(body: dict[str, Any]) -> dict[str, Any]:
     """A whole JSON request body, checked field by field with storable() (every write path calls this
     on what it parsed, before anything reads a field)."""
@@ -116,10 +149,12 @@ def no_nul(value: str, field: str) -> str:
 
 def task_type(value: Any, field: str = "task_type") -> str:
     """Required, as the reference service's callers always send one: 1-64 characters, no control
-    characters (it is shown in lists, the admin and the CLI, and used as a metrics label)."""
-    if not isinstance(value, str) or not 0 < len(value) <= _TASK_TYPE_MAX or not value.isprintable():
+    characters (it is shown in lists, the admin and the CLI, and used as a metrics label). The OpenAPI
+    schema states the same rule as a pattern (tasks_app/api/schema.py: TASK_TYPE_PATTERN)."""
+    if not isinstance(value, str) or not 0 < len(value) <= _TASK_TYPE_MAX or _CONTROL_RE.search(value):
         raise InvalidInput(
-            f"'{field}' is required: a string of 1-{_TASK_TYPE_MAX} printable characters (e.g. 'volume_create')"
+            f"'{field}' is required: a string of 1-{_TASK_TYPE_MAX} characters, no control characters "
+            "(e.g. 'volume_create')"
         )
     _check_text(value, field)
     return value

@@ -10,6 +10,16 @@ even with many writers.
 No entry is dropped silently: one the database refuses, or that cannot be read at all, moves to the
 dead-letter stream (tasks_app/tasks/dead_letters.py) inside the same transaction, before the offset
 moves past it.
+
+A node's report may arrive twice: its outbox resends a batch whose XADDs Redis ran but whose answer
+was lost (workers/node/sender.py), always a contiguous run of one node's reports in their first order.
+There is no dedupe table (run id, step): the report's status is its step, and the transition function
+already makes every repeat harmless. A repeated status is Verdict.SAME, which never writes a history
+row (the completion hook runs only on APPLY); a repeated final status changes nothing, or is refused if
+the server has since merged a cancel's outcome into its data; a repeated in_progress carries the same
+data it carried the first time, and one that comes after a later status is refused (only forward).
+Replaying the run in order leaves each task where the first delivery left it
+(tests/test_node_outbox.py proves it).
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 from django.conf import settings
@@ -26,12 +36,12 @@ from django.db import DatabaseError, OperationalError, close_old_connections, tr
 
 from tasks_app.fleet.services import record_heartbeats
 from tasks_app.ops import metrics
-from tasks_app.tasks import dead_letters, stream
+from tasks_app.tasks import dead_letters, stream, validation
 from tasks_app.tasks.models import StreamOffset
 from tasks_app.tasks.transitions import Outcome, task_transition_many
 from workers.protocol import keys
 from workers.protocol.backoff import backoff_seconds
-from workers.protocol.messages import Entry
+from workers.protocol.messages import Entry, Origin, StatusUpdate
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +92,21 @@ def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
 
 
 def _apply(entries: list[Entry]) -> list[Outcome]:
-    outcomes = task_transition_many(updates=[e.update for e in entries if e.update is not None])
+    outcomes = task_transition_many(updates=[_storable(e.update) for e in entries if e.update is not None])
     heartbeats = [e.heartbeat for e in entries if e.heartbeat is not None]
     if heartbeats:
         record_heartbeats(heartbeats)
     return outcomes
+
+
+def _storable(update: StatusUpdate) -> StatusUpdate:
+    """Clients' updates were checked at the API; a node's report was not, and its data may hold text no
+    database or page can round-trip (an error naming a file with undecodable bytes). Escaped here rather
+    than refused: refusing a run's final report would lose its outcome."""
+    if update.origin is not Origin.NODE or update.status_data is None or validation.is_storable(update.status_data):
+        return update  # a client's data that got past the API unchecked is dead-lettered if refused
+    log.warning("task %s: escaped text in a %r report that could not be stored as sent", update.task_id, update.status)
+    return replace(update, status_data=validation.repaired(update.status_data))
 
 
 def _apply_guarded(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:

@@ -88,6 +88,8 @@ def _stop(
 
 # Answers of parts that never ran: nothing of theirs to undo.
 _NEVER_RAN = ("NodeOffline", "NotSent")
+# The longest BLPOP for the participants' answers, in seconds: the initiator checks its cancel between them.
+_MAX_WAIT = 3
 
 
 def _kind(answer: Answer) -> str:
@@ -147,14 +149,14 @@ def gather(ctx: NodeRunContext, parts: dict[str, dict[str, Any]], *, mode: str) 
                 mode=mode,
             )
         )
-    redis_client = client()
+    redis_client = client(blocking=_MAX_WAIT)
     deadline = time.monotonic() + timeout
     while waiting:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        # Short waits in a loop: the shared client's socket timeout (5 s) must outlast each one.
-        wait = max(1, min(3, int(left + 0.999)))
+        # Short waits in a loop; the client's socket timeout outlasts each (connection.client: blocking).
+        wait = max(1, min(_MAX_WAIT, int(left + 0.999)))
         popped = cast(list[bytes] | None, redis_client.blpop([reply_key], timeout=wait))
         if popped:
             answer = json.loads(popped[1])

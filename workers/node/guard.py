@@ -74,6 +74,26 @@ def run_here(state_dir: Path, run_id: str) -> bool:
     return False
 
 
+def last_outcome(state_dir: Path, run_id: str) -> tuple[int, dict[str, Any]] | None:
+    """The outcome this node recorded for the run's last try (its automatic retry number and the outcome),
+    if any: what the server's stalled-run sweep asks about (workers/node/lifeline.py). Parts and their
+    undoing are not the run's outcome and are left out."""
+    tries: dict[int, Path] = {}
+    runs = state_dir / "runs"
+    if runs.is_dir():
+        for path in runs.glob(f"{run_id}.*.done.json"):
+            retries = path.name[len(run_id) + 1 : -len(".done.json")]
+            if retries.isdigit():
+                tries[int(retries)] = path
+    if not tries:
+        return None
+    last = max(tries)
+    try:
+        return last, dict(json.loads(tries[last].read_text()))
+    except FileNotFoundError:
+        return None  # pruned meanwhile
+
+
 def prune(state_dir: Path, ttl_seconds: float, now: float | None = None) -> int:
     """Delete ledger files untouched for longer than the run-state TTL. Returns how many."""
     cutoff = (time.time() if now is None else now) - ttl_seconds

@@ -1,55 +1,51 @@
 """How a node reports: status updates onto the update stream, never the database.
 
-Every report names its run. Before sending, the node reads the run's end marker: a run the server
-voided (a retry or the dead-node sweep replaced it) reports nothing, and a cancelled run reports only
-how it ended, so nothing a node says can land on a newer run of the same task.
+Every report names its run, and goes first to the node's outbox on local disk
+(workers/node/outbox.py), then to the stream by the sender thread (workers/node/sender.py), which
+retries through a Redis outage for as long as it lasts and reads the run's end marker before it sends:
+a run the server voided (a retry or the dead-node sweep replaced it) reports nothing, and a cancelled
+run reports only how it ended, so nothing a node says can land on a newer run of the same task.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import sqlite3
 from typing import Any
 
-import redis
-from django.conf import settings
-
-from workers.protocol import run_end
-from workers.protocol.backoff import backoff_seconds
+from workers.node import identity, outbox, sender
 from workers.protocol.messages import Origin, StatusUpdate
-from workers.protocol.status import TERMINAL
-from workers.protocol.stream import push_update
 
 log = logging.getLogger(__name__)
 
 
 def report(task_id: str, run_id: str, status: str, node: str, data: dict[str, Any] | None = None) -> None:
-    """Push one update for this run, retrying through a Redis outage: a finished run's result must not
-    be lost. Every Redis call on this path is inside the retry."""
+    """Keep one update for this run in the outbox and wake the sender. No Redis here: once this
+    returns, the report is on disk and will reach the stream, whatever Redis does meanwhile, so the
+    Celery task is never held up by an outage and its message may be acknowledged."""
     update = StatusUpdate(
         task_id=task_id, status=status, status_data=data, source=f"node:{node}", run_id=run_id, origin=Origin.NODE
     )
-    deadline = time.monotonic() + float(settings.TASKHUB_REPORT_RETRY_SECONDS)
-    tries = 0
-    while True:
-        try:
-            end = run_end.end_of(run_id)
-            if end is run_end.End.VOID or (end is run_end.End.CANCEL and status not in TERMINAL):
-                return
-            push_update(update)
-            return
-        except redis.RedisError as exc:
-            if time.monotonic() > deadline:
-                log.error("could not report %s=%s of run %s on %s: %s", task_id, status, run_id, node, exc)
-                raise
-            time.sleep(backoff_seconds(tries, base=0.2, cap=5.0, jitter=True))
-            tries += 1
+    state = identity.state_dir()
+    try:
+        outbox.at(state).put(update)
+    except (sqlite3.Error, OSError):
+        # The disk refused it (full, say): straight to the stream then, the old way, rather than not at all.
+        log.exception("could not keep a report of run %s in the outbox; sending it directly", run_id)
+        sender.send([update])
+        return
+    sender.running(state).wake()
 
 
 def error_data(exc: BaseException, node: str) -> dict[str, Any]:
     """task_status_data for a failed run: the error's type, message and node, and per-node answers."""
-    details = dict(getattr(exc, "details", {}) or {})
-    data: dict[str, Any] = {"error": {"type": type(exc).__name__, "message": str(exc), "node": node}}
+    return failure_data(type(exc).__name__, str(exc), getattr(exc, "details", {}) or {}, node)
+
+
+def failure_data(kind: str, message: str, details: dict[str, Any], node: str) -> dict[str, Any]:
+    """error_data from the error's parts, as the run ledger keeps them (workers/node/lifeline.py)."""
+    details = dict(details)
+    data: dict[str, Any] = {"error": {"type": kind, "message": message, "node": node}}
     for key in ("nodes", "rolled_back"):
         if key in details:
             data[key] = details.pop(key)
@@ -60,8 +56,13 @@ def error_data(exc: BaseException, node: str) -> dict[str, Any]:
 
 def cancel_data(exc: BaseException, node: str) -> dict[str, Any]:
     """task_status_data for a run that stopped because it was cancelled: where, and what was undone."""
-    details = dict(getattr(exc, "details", {}) or {})
-    data: dict[str, Any] = {"node": node, "cancelled": {"message": str(exc), "stopped": details.pop("stopped", "")}}
+    return cancelled_data(str(exc), getattr(exc, "details", {}) or {}, node)
+
+
+def cancelled_data(message: str, details: dict[str, Any], node: str) -> dict[str, Any]:
+    """cancel_data from the cancel's parts, as the run ledger keeps them (workers/node/lifeline.py)."""
+    details = dict(details)
+    data: dict[str, Any] = {"node": node, "cancelled": {"message": message, "stopped": details.pop("stopped", "")}}
     for key in ("nodes", "compensated", "compensation_sent"):
         if key in details:
             data["cancelled"][key] = details.pop(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from workers.node import identity
+from workers.node import identity, running
 from workers.node.context import NodeRunContext, stop_if_ended
 from workers.node.guard import RunGuard, prune_now_and_then, run_here
 from workers.protocol import keys, run_end, specs
@@ -35,6 +35,7 @@ def run_task(
     retries: int = 0,
     final: bool = True,
 ) -> dict[str, Any]:
+    running.hold(run_id)  # held since its message arrived (signals.on_received); this makes sure of it
     spec = specs.get(task_type)
     if spec is None:
         raise HandlerError(f"node {identity.name()} has no handler for task type {task_type!r}")

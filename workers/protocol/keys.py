@@ -41,6 +41,12 @@ def run_end_key(run_id: str) -> str:
     return f"{_prefix()}:run:{run_id}:end"
 
 
+def run_asks_key(node: str) -> str:
+    """The server's questions to a node about runs it no longer lists (workers/protocol/run_asks.py): a
+    hash from run id to the task it belongs to, answered by the node's heartbeat."""
+    return f"{_prefix()}:asks:{node}"
+
+
 def fanout_reply_key(run_id: str, retries: int, mode: str, nonce: str) -> str:
     """Where the participants of one fan-out answer its initiator."""
     return f"{_prefix()}:fanout:{run_id}:{retries}:{mode}:{nonce}"

@@ -15,6 +15,7 @@ EXECUTE_TASK = "taskhub.execute"  # one run of a task's handler on its assigned 
 EXECUTE_PART_TASK = "taskhub.execute_part"  # one participant's piece of a fanned-out run
 SWEEP_TASK = "taskhub.sweep_undelivered"
 DEAD_NODES_TASK = "taskhub.sweep_dead_nodes"
+STALLED_RUNS_TASK = "taskhub.sweep_stalled_runs"  # runs a live node no longer has (tasks_app/fleet/stalled.py)
 PURGE_TASK = "taskhub.purge_finished"  # retention: delete old finished tasks (tasks_app/ops/retention.py)
 
 # A message header of taskhub.execute naming its task: a worker that drops a revoked message sees

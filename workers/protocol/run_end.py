@@ -31,7 +31,19 @@ def mark(run_id: str, why: End) -> None:
 
 def end_of(run_id: str) -> End | None:
     """Whether (and why) the server ended this run: one read."""
-    raw = client().get(keys.run_end_key(run_id))
+    return _parse(client().get(keys.run_end_key(run_id)))
+
+
+def ends_of(run_ids: list[str]) -> dict[str, End | None]:
+    """end_of for several runs, in one read."""
+    if not run_ids:
+        return {}
+    unique = list(dict.fromkeys(run_ids))
+    raws: list[object] = client().mget([keys.run_end_key(r) for r in unique])  # type: ignore[assignment]
+    return {run_id: _parse(raw) for run_id, raw in zip(unique, raws, strict=True)}
+
+
+def _parse(raw: object) -> End | None:
     if raw is None:
         return None
     value = raw.decode() if isinstance(raw, bytes) else str(raw)

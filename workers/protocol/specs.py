@@ -13,6 +13,8 @@ registers each of its types once, with:
                                      or is cancelled after the part was done
   max_retries                        automatic retries of recoverable errors; TASKHUB_RETRY_LIMITS overrides
   reassignable                       may move to another participant when its node dies
+  run_timeout                        optional: seconds a run may stay in_progress before the server fails
+                                     it (RunTimeout) and voids it; TASKHUB_RUN_TIMEOUTS overrides
 
 The server half of a family (create-time checks against the database, the completion hook that writes
 its record) is registered by the same name in tasks_app/families/.
@@ -54,10 +56,18 @@ class TaskSpec:
     max_retries: int = 3
     reassignable: bool = False
     order_key: Callable[[Payload], str] = _no_order
+    run_timeout: float | None = None
 
     def retry_limit(self) -> int:
         limits: dict[str, int] = settings.TASKHUB_RETRY_LIMITS
         return int(limits.get(self.name, self.max_retries))
+
+    def timeout(self) -> float | None:
+        """Seconds a run of this type may stay in_progress (None: no limit). TASKHUB_RUN_TIMEOUTS wins;
+        0 there turns the type's own limit off."""
+        timeouts: dict[str, float] = settings.TASKHUB_RUN_TIMEOUTS
+        limit = timeouts.get(self.name, self.run_timeout)
+        return float(limit) if limit else None
 
 
 _REGISTRY: dict[str, TaskSpec] = {}
@@ -75,6 +85,7 @@ def register(
     max_retries: int = 3,
     reassignable: bool = False,
     order_key: Callable[[Payload], str] = _no_order,
+    run_timeout: float | None = None,
 ) -> Callable[[Step], Step]:
     """Decorator for a task type's run function."""
 
@@ -90,6 +101,7 @@ def register(
             max_retries=max_retries,
             reassignable=reassignable,
             order_key=order_key,
+            run_timeout=run_timeout,
         )
         return run
 

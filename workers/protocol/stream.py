@@ -3,6 +3,7 @@ and heartbeats); only the server's writers read it (tasks_app/tasks/stream.py)."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from workers.protocol import keys
@@ -18,6 +19,35 @@ def push_update(update: StatusUpdate) -> str:
     """Append one status update to its task's shard. Returns the stream id; raises redis.RedisError."""
     fields: Any = encode_update(update)
     return _sid(client().xadd(keys.stream_key(keys.shard_for(update.task_id)), fields))
+
+
+def push_update_replicated(update: StatusUpdate, *, replicas: int, timeout_ms: int) -> tuple[str, int]:
+    """Append one status update, then wait until `replicas` replicas of the primary hold it or `timeout_ms`
+    have passed (Redis WAIT; timeout_ms must be 1 or more, 0 waits forever). Returns the stream id and the
+    number of replicas that acknowledged it, which is below `replicas` on a timeout: the update is then on
+    the primary but may be lost if the primary fails now. Raises redis.RedisError, after which the update
+    may or may not be in the stream.
+
+    One pipeline, so one connection: WAIT covers the writes sent earlier on its own connection. Its socket
+    timeout is the client's plus the wait, so that waiting is never taken for an outage."""
+    pipe = client(blocking=timeout_ms / 1000).pipeline(transaction=False)
+    fields: Any = encode_update(update)
+    pipe.xadd(keys.stream_key(keys.shard_for(update.task_id)), fields)
+    pipe.wait(replicas, timeout_ms)
+    stream_id, acknowledged = pipe.execute()  # type: ignore[no-untyped-call]
+    return _sid(stream_id), int(acknowledged)
+
+
+def push_updates(updates: Sequence[StatusUpdate]) -> list[str]:
+    """Append several updates in one round trip, in order (a pipeline, not a transaction: Redis runs
+    them one after another). Returns their stream ids; raises redis.RedisError, and then any prefix of
+    them may be in the stream already."""
+    pipe = client().pipeline(transaction=False)
+    for update in updates:
+        fields: Any = encode_update(update)
+        pipe.xadd(keys.stream_key(keys.shard_for(update.task_id)), fields)
+    stream_ids: list[Any] = pipe.execute()  # type: ignore[no-untyped-call]
+    return [_sid(stream_id) for stream_id in stream_ids]
 
 
 def push_heartbeat(node: str, info: dict[str, Any]) -> str:

@@ -43,7 +43,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         env = dict(os.environ)
         private_redis = None
-        if not devstack.redis_alive(settings.REDIS_URL):
+        if not devstack.redis_alive(settings.REDIS_URL, settings.TASKHUB_REDIS_SENTINEL_MASTER):
             self.stdout.write(f"No Redis at {settings.REDIS_URL}; starting a private one ...")
             private_redis, env["REDIS_URL"] = devstack.start_private_redis(settings.VAR_DIR)
             env.setdefault("CELERY_BROKER_URL", env["REDIS_URL"])

@@ -1,0 +1,109 @@
+"""A node's outbox: every report, on local disk, until the update stream has it.
+
+A report is committed here (SQLite, `synchronous=FULL`: on disk before `put` returns) and only then
+sent, by the sender thread (workers/node/sender.py), which deletes it once Redis has answered XADD
+with an id. So an outcome survives a Redis outage of any length and a crash of the node worker: the
+next worker on this data dir sends what the last one had not delivered.
+
+`seq` never repeats (AUTOINCREMENT), and reports go out in `seq` order, so one run's reports reach
+the stream in the order they were made. The node has no Django database; this is a plain sqlite3
+file under the node's bookkeeping dir (`<data_dir>/.taskhub/outbox.sqlite3`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from workers.protocol.messages import Origin, StatusUpdate
+
+FILENAME = "outbox.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS report (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    body TEXT NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class Pending:
+    seq: int
+    update: StatusUpdate
+
+
+class Outbox:
+    """One file, shared by the threads of a worker (one connection, behind a lock) and safe to open
+    from another process too (SQLite's own locking; the busy timeout waits it out)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        # Autocommit: each statement is its own transaction, committed (and fsync'd) when it returns.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL, not WAL's usual NORMAL: a report must be on disk before anything else happens,
+            # or a power cut could lose the outcome the message's acknowledgement gave up on.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+
+    def put(self, update: StatusUpdate) -> int:
+        """Keep one report, durably. Returns its sequence number."""
+        body = json.dumps({**asdict(update), "origin": update.origin.value}, separators=(",", ":"))
+        with self._lock:
+            cursor = self._db.execute("INSERT INTO report (run_id, body) VALUES (?, ?)", (update.run_id, body))
+        return int(cursor.lastrowid or 0)
+
+    def pending(self, limit: int = 1000) -> list[Pending]:
+        """The oldest reports not yet delivered, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, body FROM report ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        return [Pending(int(seq), _decode(body)) for seq, body in rows]
+
+    def pending_runs(self) -> set[str]:
+        """The runs with a report this node has not delivered yet (an outcome, maybe, still on its way)."""
+        with self._lock:
+            return {str(r[0]) for r in self._db.execute("SELECT DISTINCT run_id FROM report").fetchall()}
+
+    def delete(self, seqs: list[int]) -> None:
+        """Forget reports the stream has (or that must never be sent): one transaction."""
+        if not seqs:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM report WHERE seq = ?", [(s,) for s in seqs])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _decode(body: str) -> StatusUpdate:
+    fields = json.loads(body)
+    return StatusUpdate(**{**fields, "origin": Origin(fields["origin"])})
+
+
+_open: dict[Path, Outbox] = {}
+_open_lock = threading.Lock()
+
+
+def at(state_dir: Path) -> Outbox:
+    """This process's outbox in a node's bookkeeping dir (one per file, opened once)."""
+    path = state_dir / FILENAME
+    with _open_lock:
+        box = _open.get(path)
+        if box is None:
+            box = _open[path] = Outbox(path)
+        return box

@@ -1,0 +1,137 @@
+"""The sender: a node's thread that moves reports from its outbox (workers/node/outbox.py) to the
+update stream, and keeps trying, with bounded backoff, for as long as Redis is away.
+
+Every Redis call on the report path is here, inside that retry: reading the runs' end markers and the
+XADD. A Celery task's report only writes the outbox (a local commit) and wakes this thread, so a Redis
+outage never holds a task up, and never loses an outcome: a report leaves the outbox only once Redis has
+answered XADD with an id (or its run's end marker says it must not be sent).
+
+Before sending, the sender reads each run's end marker: a run the server voided (a retry or the
+dead-node sweep replaced it) reports nothing, and a cancelled run reports only how it ended, so nothing
+a node says can land on a newer run of the same task.
+
+A report may reach the stream twice: a batch whose XADDs Redis ran but whose answer was lost (or a
+worker killed between the XADD and forgetting the batch) is sent again. What is resent is always a
+contiguous run of reports, in their first order, and the transition function makes each repeat harmless
+(see tasks_app/tasks/writer.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+import redis
+
+from workers.node import outbox as outboxes
+from workers.node.outbox import Outbox
+from workers.protocol import run_end
+from workers.protocol.backoff import backoff_seconds
+from workers.protocol.messages import StatusUpdate
+from workers.protocol.status import TERMINAL
+from workers.protocol.stream import push_updates
+
+log = logging.getLogger(__name__)
+
+BATCH = 200  # reports per round trip
+IDLE_SECONDS = 5.0  # look again this often when nobody wakes us (another process's reports, say)
+BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS = 0.2, 5.0  # Redis away: 0.2 s, 0.4 s ... at most 5 s apart
+
+
+def deliver(box: Outbox, limit: int = BATCH) -> int:
+    """Send the oldest pending reports (one read of their runs' end markers, one pipelined round trip
+    of XADDs), then forget them. Returns how many left the outbox. Raises redis.RedisError (they all
+    stay, to be sent again) or sqlite3.Error."""
+    batch = box.pending(limit)
+    if not batch:
+        return 0
+    send([p.update for p in batch])
+    box.delete([p.seq for p in batch])
+    return len(batch)
+
+
+def send(updates: list[StatusUpdate]) -> None:
+    """Push the updates whose runs may still report, in order. Raises redis.RedisError."""
+    ends = run_end.ends_of([u.run_id for u in updates])
+    allowed = [u for u in updates if _may_send(u, ends.get(u.run_id))]
+    if allowed:
+        push_updates(allowed)
+    if len(allowed) < len(updates):
+        log.info("dropped %s report(s) of runs the server has ended", len(updates) - len(allowed))
+
+
+def _may_send(update: StatusUpdate, end: run_end.End | None) -> bool:
+    if end is run_end.End.VOID:
+        return False
+    return not (end is run_end.End.CANCEL and update.status not in TERMINAL)
+
+
+class Sender(threading.Thread):
+    """Delivers until stopped: at once when woken by a new report, else every IDLE_SECONDS."""
+
+    def __init__(self, box: Outbox) -> None:
+        super().__init__(name=f"outbox-{box.path.parent.parent.name}", daemon=True)
+        self.box = box
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()  # before reading: a report put after this wakes the wait below
+            try:
+                sent = deliver(self.box)
+            except (redis.RedisError, sqlite3.Error) as exc:
+                if self._stopping.is_set():
+                    break  # what is left waits on disk for the next worker on this data dir
+                if failures == 0:
+                    log.warning("reports wait in the outbox %s: %s; retrying", self.box.path, exc)
+                delay = backoff_seconds(failures, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS, jitter=True)
+                failures += 1
+                # Only a stop cuts the wait short: new reports while Redis is away must not hammer it.
+                self._stopping.wait(delay)
+                continue
+            if failures:
+                log.info("the outbox %s is delivering again after %s failed tries", self.box.path, failures)
+                failures = 0
+            if sent:
+                continue  # maybe more behind them
+            if self._stopping.is_set():
+                break
+            self._wake.wait(IDLE_SECONDS)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Deliver what is pending if Redis takes it within `timeout`, then end; the rest stays on disk."""
+        self._stopping.set()
+        self._wake.set()
+        if self.is_alive():
+            self.join(timeout)
+
+
+_running: dict[Path, Sender] = {}
+_running_lock = threading.Lock()
+
+
+def running(state_dir: Path) -> Sender:
+    """The sender of this node's outbox in this process, started if it is not running: at worker start
+    (to send what a previous worker left), and by the first report of a process that had none."""
+    box = outboxes.at(state_dir)
+    with _running_lock:
+        sender = _running.get(box.path)
+        if sender is None or not sender.is_alive():
+            sender = _running[box.path] = Sender(box)
+            sender.start()
+        return sender
+
+
+def stop_all(timeout: float = 5.0) -> None:
+    with _running_lock:
+        senders = list(_running.values())
+        _running.clear()
+    for sender in senders:
+        sender.stop(timeout)
