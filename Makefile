@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck check bench install install-dev clean
+.PHONY: run test lint typecheck check bench faults soak install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ typecheck: install-dev
 ## bench: throughput and latency table (see docs/benchmarks.md)
 bench: install-dev
 	$(BIN)/python -m bench
+
+## faults: the fault suite against a private stack of its own, one table (see docs/reliability.md)
+faults: install-dev
+	$(BIN)/python -m faults
+
+## soak: the soak alone, random kills under load for MINUTES minutes (default 10)
+MINUTES ?= 10
+soak: install-dev
+	$(BIN)/python -m faults --soak $(MINUTES)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
