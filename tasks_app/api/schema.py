@@ -20,6 +20,7 @@ from drf_spectacular.extensions import (
 )
 from drf_spectacular.openapi import AutoSchema
 
+from tasks_app.tasks.models import SEED_FIELDS
 from workers.families.volumes import VOLUME_TYPES
 from workers.protocol.payload import NAME_RE
 from workers.protocol.status import ALIASES, CLIENT_VALUES, STATUS_VALUES
@@ -269,15 +270,7 @@ def _seed_components() -> dict[str, Schema]:
                 "task_status": {"type": "string", "enum": list(STATUS_VALUES)},
                 "task_status_data": _OBJECT,
             },
-            "required": [
-                "task_id",
-                "task_data",
-                "task_type",
-                "task_update_timestamp",
-                "task_create_timestamp",
-                "task_status",
-                "task_status_data",
-            ],
+            "required": list(SEED_FIELDS),
             "additionalProperties": False,
         },
         "SeedTaskCreateRequest": {
