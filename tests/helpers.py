@@ -3,10 +3,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tests.conftest import MANAGE, ROOT
 
@@ -27,6 +30,38 @@ def start_manage(args: list[str], env: dict[str, str], log: Path) -> subprocess.
     return subprocess.Popen(
         [*MANAGE, *args], env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
     )
+
+
+def start_gunicorn(
+    env: dict[str, str], log: Path, base_url: str, ready_path: str = "/healthz"
+) -> subprocess.Popen[bytes]:
+    """`gunicorn taskhub.wsgi:application` with the shipped gunicorn.conf.py (read from ROOT), as the Docker
+    image runs it; `env` sets GUNICORN_BIND to `base_url`'s loopback port. Returns once `ready_path`
+    answers 200; the caller stops it (stop())."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "taskhub.wsgi:application"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            return httpx.get(f"{base_url}{ready_path}", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, 30, f"gunicorn to answer {ready_path}")
+    except AssertionError:
+        stop(proc)
+        raise
+    return proc
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:

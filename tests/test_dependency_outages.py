@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,8 +43,8 @@ from tasks_app.middleware import DatabaseUnavailableMiddleware
 from tasks_app.models import GlobalTask
 from tasks_app.ops import metrics
 from tasks_app.ops.breaker import redis_breaker, server_of
-from tests.conftest import ROOT, database_url
-from tests.helpers import stop, wait_until
+from tests.conftest import database_url
+from tests.helpers import start_gunicorn, stop, wait_until
 
 # A liveness bound, not a speed target: before this change a call during a Redis outage paid the 5 s socket
 # timeout, and kombu's connection retries on top (up to 7.9 s measured). An answer within 3 s proves that no
@@ -116,27 +115,9 @@ def redis_and_server(settings: Any, tmp_path: Path) -> Iterator[tuple[subprocess
             PYTHONUNBUFFERED="1",
         )
         log = tmp_path / "server.log"
-        with log.open("wb") as out:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "taskhub.wsgi:application"],
-                env=env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
         base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            if server.poll() is not None:
-                raise AssertionError(f"the server exited with {server.returncode}:\n{log.read_text(errors='replace')}")
-            try:
-                return httpx.get(f"{base}/healthz", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
+        server = start_gunicorn(env, log, base)
         try:
-            wait_until(healthy, 30, "the server to answer /healthz")
             yield redis_proc, base, log
         finally:
             stop(server)

@@ -27,7 +27,7 @@ import pytest
 from cli.client import Api
 from cli.watch import follow
 from tests.conftest import ROOT
-from tests.helpers import stop, wait_until
+from tests.helpers import start_gunicorn, stop, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -69,33 +69,17 @@ def gunicorn(child_env: dict[str, str], tmp_path: Path) -> Iterator[Gunicorn]:
         TASKHUB_SEED_ANON_NETWORKS="127.0.0.0/8",
     )
     log = tmp_path / "gunicorn.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "taskhub.wsgi:application"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Gunicorn(proc, f"http://127.0.0.1:{port}", log)
+    base_url = f"http://127.0.0.1:{port}"
+    # /tasks, not /healthz: the slots are what is tested, and the seed list is what must stay served.
+    proc = start_gunicorn(env, log, base_url, ready_path="/tasks")
+    server = Gunicorn(proc, base_url, log)
     try:
-        wait_until(lambda: _ready(server), 30, "gunicorn to answer")
         yield server
     except AssertionError:
         print(server.output()[-5000:])
         raise
     finally:
         stop(proc)
-
-
-def _ready(server: Gunicorn) -> bool:
-    if server.proc.poll() is not None:
-        raise AssertionError(f"gunicorn exited with {server.proc.returncode}:\n{server.output()[-3000:]}")
-    try:
-        return httpx.get(f"{server.base_url}/tasks", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def create_task(server: Gunicorn, task_type: str) -> str:

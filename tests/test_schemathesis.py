@@ -19,14 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 
 from tasks_app.api.permissions import SERVICES_GROUP
 from tests.conftest import ROOT
-from tests.helpers import stop, wait_until
+from tests.helpers import start_gunicorn, stop
 
 pytestmark = [
     pytest.mark.schemathesis,
@@ -64,27 +63,9 @@ def server(child_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         TASKHUB_SEED_ANON_NETWORKS="127.0.0.0/8,::1/128",
     )
     log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "taskhub.wsgi:application"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     base_url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            return httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    proc = start_gunicorn(env, log, base_url)
     try:
-        wait_until(ready, 30, "the server to answer /healthz")
         yield base_url
     finally:
         stop(proc)
