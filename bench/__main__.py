@@ -1,9 +1,12 @@
 """`python -m bench`: run every measurement against PostgreSQL and Redis, print one table.
 
 (a) POST /task req/s vs bare Django; (b) writer updates/s vs one UPDATE per message;
-(c) GET /tasks p50/p99 on 1M rows; (d) end to end, noop tasks created -> completed vs bare Celery,
-and their latency. `--only d` (or `--only a,c`, ...) runs some of them. Child processes are stopped
-and the bench's own Redis keys and scratch rows removed at the end, whatever happens.
+(c) GET /tasks p50/p99 on 1M rows; (d) end to end, noop tasks created -> completed vs bare Celery at
+its best and Celery + django-celery-results, with CPU and memory per process, then latency and
+memory at a steady rate; (e) bulk create, in process and over HTTP; (g) growth: lists at 1M and 10M
+rows, end to end with 1, 3 and 10 node workers, fleet scale (bench/growth.py). `--only d` (or
+`--only a,c`, ...) runs some of them. Child processes are stopped and the bench's own Redis keys and
+scratch rows removed at the end, whatever happens.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def _load_average() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-SECTIONS = ("a", "b", "c", "d")
+SECTIONS = ("a", "b", "c", "d", "e", "g")
 
 
 def run(cfg: config.Config, sections: tuple[str, ...] = SECTIONS) -> None:
@@ -43,7 +46,7 @@ def run(cfg: config.Config, sections: tuple[str, ...] = SECTIONS) -> None:
     config.setup_django(cfg)
     db.remove_scratch(cfg)
     writer_throughput.delete_stream_keys()
-    if "c" in sections:
+    if "c" in sections or "g" in sections:  # (g) measures the list on these 1M rows too
         have, load_s = db.ensure_bulk_rows(cfg)
         if load_s is None:
             print("reusing the loaded rows; rebuilding their indexes ...", flush=True)
@@ -105,11 +108,23 @@ def run(cfg: config.Config, sections: tuple[str, ...] = SECTIONS) -> None:
     if "d" in sections:
         db.remove_scratch(cfg)
         print(
-            f"(d) end to end: {cfg.rounds} interleaved rounds of {cfg.e2e_tasks:,} noop tasks, "
-            f"taskhub and bare Celery ...",
+            f"(d) end to end: {cfg.rounds} interleaved rounds of {cfg.e2e_tasks:,} noop tasks, taskhub, "
+            f"bare Celery per pool and Celery + django-celery-results ...",
             flush=True,
         )
         rows += _rows_d(cfg, e2e_throughput.measure(cfg))
+
+    if "e" in sections:
+        from bench import bulk_create
+
+        print("(e) bulk create: in process and over HTTP ...", flush=True)
+        rows += bulk_create.measure(cfg)  # bench/bulk_create.py; removes its own rows
+
+    if "g" in sections:
+        from bench import growth
+
+        db.remove_scratch(cfg)
+        rows += growth.measure(cfg)  # (g) growth: bench/growth.py
 
     from django.conf import settings
 
@@ -215,48 +230,9 @@ def _rows_c(http_lat: Any, inproc_lat: Any) -> list[Row]:
 
 
 def _rows_d(cfg: config.Config, result: Any) -> list[Row]:
-    from bench import e2e_throughput as e2e
+    from bench import e2e_rows
 
-    th, bare, lat = e2e.median(result.taskhub), e2e.median(result.bare), result.latency
-    how = f"{cfg.e2e_threads} threads"
-    rows = [
-        Row(
-            "d",
-            "noop: task_create → completed in the table",
-            f"{th.rate:,.0f} tasks/s",
-            f"median of {len(result.taskhub)} ({e2e.spread(result.taskhub)}); {th.tasks:,} tasks in "
-            f"{th.seconds:.2f} s; creates done after {th.send_seconds:.2f} s ({th.send_rate:,.0f}/s, {how}), "
-            f"{th.backlog} then; {th.check}; 1 writer, node worker threads x{e2e.CONCURRENCY}",
-        ),
-        Row(
-            "d",
-            "bare Celery no-op (INCR), same Redis, threads x4",
-            f"{bare.rate:,.0f} tasks/s",
-            f"median of {len(result.bare)} ({e2e.spread(result.bare)}); {bare.tasks:,} tasks in "
-            f"{bare.seconds:.2f} s; sends done after {bare.send_seconds:.2f} s ({bare.send_rate:,.0f}/s, {how}), "
-            f"{bare.backlog} then; {bare.check}",
-        ),
-        Row("d", "taskhub ÷ bare Celery", f"{result.ratio:.0%}", "medians", "≥ 80%", result.ratio >= 0.8),
-        Row(
-            "d",
-            f"latency created → completed, {cfg.e2e_rate}/s steady",
-            f"p50 {lat.p50_ms:.0f} ms",
-            f"p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms; {lat.samples:,} tasks created one at a time at "
-            f"{lat.offered_rate:.1f}/s; history rows' `at`",
-            "p50 < 100 ms",
-            lat.p50_ms < 100,
-        ),
-        Row(
-            "d",
-            "  its stages, p50 (p99), ms (diagnostic)",
-            "",
-            "; ".join(f"{k} {p50:.0f} ({p99:.0f})" for k, (p50, p99) in lat.stages.items())
-            + f"; from the stream tap, {lat.tapped:,}/{lat.samples:,} tasks",
-        ),
-        Row("d", "  CPU per task, taskhub (diagnostic)", "", e2e.cpu_text(th)),
-        Row("d", "  CPU per task, bare Celery (diagnostic)", "", e2e.cpu_text(bare)),
-    ]
-    return rows
+    return e2e_rows.rows(cfg, result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
-        help="comma-separated sections to run: a (POST /task), b (writer), c (GET /tasks), d (end to end)",
+        help="comma-separated sections to run: a (POST /task), b (writer), c (GET /tasks), d (end to end), "
+        "e (bulk create), g (growth: lists at 1M and 10M rows, 1/3/10 node workers, fleet scale)",
     )
     args = parser.parse_args(argv)
     sections = tuple(s for s in SECTIONS if s in {p.strip() for p in args.only.split(",")})

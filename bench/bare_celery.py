@@ -1,10 +1,11 @@
-"""(d)'s baseline: a bare Celery app with one task that INCRs a Redis counter, nothing else.
+"""(d)'s first peer: a bare Celery app with one task that INCRs a Redis counter, nothing else.
 
-Run by the bench as `python -m celery -A bench.bare_celery worker -Q bench.bare --pool threads
---concurrency 4`, the pool and concurrency of `manage.py run_node`. The broker is the bench's Redis
-(CELERY_BROKER_URL, as for taskhub's own workers), and the app takes the broker settings taskhub's
-app runs with (JSON, no results, late acknowledgement, prefetch 1, the same visibility timeout),
-so the two differ only in what taskhub does around the message. No Django here.
+The bench runs one worker of it per pool it compares (bench.peers.POOLS: prefork, threads,
+solo), each on its own queue `bench.bare.<pool>`, and names the fastest the peer. The broker is
+the bench's Redis (CELERY_BROKER_URL, as for taskhub's own workers). Every configuration is as
+reliable as taskhub's node workers: JSON, late acknowledgement with reject_on_worker_lost (a
+message is taken off the queue only after its task ran), taskhub's visibility timeout, and the
+prefetch multiplier taskhub's app runs with (4); no result backend. No Django here.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import redis
 from celery import Celery
 
 BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/14"
-QUEUE = "bench.bare"
+QUEUE_PREFIX = "bench.bare"
 TASK = "bench.bare.noop"
+PREFETCH = 4  # taskhub's CELERY_WORKER_PREFETCH_MULTIPLIER default (taskhub/settings_shared.py)
 # Under the bench's key prefix (config.STREAM_PREFIX's parent), deleted by the bench afterwards.
 COUNTER = "taskhub-bench:bare:done"
 
@@ -30,9 +32,9 @@ app.conf.update(
     task_ignore_result=True,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
+    worker_prefetch_multiplier=PREFETCH,
     broker_transport_options={"visibility_timeout": int(os.environ.get("TASKHUB_REDELIVERY_SECONDS") or 3600)},
-    task_default_queue=QUEUE,
+    task_default_queue=QUEUE_PREFIX,
     broker_connection_retry_on_startup=True,
 )
 

@@ -55,13 +55,15 @@ def remove_scratch(cfg: Config) -> None:
 
 
 def ensure_bulk_rows(cfg: Config) -> tuple[int, float | None]:
-    """The table holds exactly cfg.rows bulk rows afterwards. Returns (rows, seconds spent loading or None)."""
+    """The table holds exactly cfg.rows bulk rows afterwards. Returns (rows, seconds spent loading or None).
+
+    Works on any bench database (cfg.database_url), not only the one this process's Django uses:
+    section (g) keeps its 10M rows in a database of their own."""
     with connect(cfg.database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM global_task WHERE task_type LIKE %s", (_like_prefix(),)).fetchone()
-        have = int(row[0]) if row else 0
-        if have == cfg.rows and _bulk_rows_intact(conn, cfg):
+        have, intact = _bulk_rows_state(conn, cfg)
+        if have == cfg.rows and intact:
             return have, None
-    print(f"loading {cfg.rows:,} rows into global_task (found {have:,}) ...", flush=True)
+    print(f"loading {cfg.rows:,} rows into global_task of {cfg.database_name} (found {have:,}) ...", flush=True)
     started = time.perf_counter()
     _load(cfg)
     return cfg.rows, time.perf_counter() - started
@@ -92,12 +94,20 @@ def _like_prefix() -> str:
     return BULK_TYPE_PREFIX.replace("_", r"\_") + "%"
 
 
-def _bulk_rows_intact(conn: psycopg.Connection[Any], cfg: Config) -> bool:
-    """Same spread of types and statuses as _load makes (a run killed half-way leaves none of it)."""
-    pairs = conn.execute(
-        "SELECT count(DISTINCT (task_type, task_status)) FROM global_task WHERE task_type LIKE %s", (_like_prefix(),)
+def _bulk_rows_state(conn: psycopg.Connection[Any], cfg: Config) -> tuple[int, bool]:
+    """(bulk rows, whether they are what _load makes): the same spread of types and statuses (a run
+    killed half-way leaves none of it) and distinct created_ns (tables loaded before created_ns was set
+    have one value in every row, which would make the v1 list's keyset sort). One scan, hashed."""
+    row = conn.execute(
+        """SELECT count(*), coalesce(sum(n), 0), coalesce(min(lo) < max(hi), false) FROM (
+               SELECT count(*) AS n, min(created_ns) AS lo, max(created_ns) AS hi FROM global_task
+               WHERE task_type LIKE %s GROUP BY task_type, task_status) AS pairs""",
+        (_like_prefix(),),
     ).fetchone()
-    return pairs is not None and int(pairs[0]) == min(cfg.task_types * len(STATUSES), cfg.rows)
+    if row is None:
+        return 0, False
+    pairs, have, varied = int(row[0]), int(row[1]), bool(row[2])
+    return have, pairs == min(cfg.task_types * len(STATUSES), cfg.rows) and (varied or cfg.rows < 2)
 
 
 def _load(cfg: Config) -> None:
@@ -105,12 +115,11 @@ def _load(cfg: Config) -> None:
 
     Rows are spread over cfg.task_types types and the six statuses evenly (type by i % types,
     status by (i / types) % 6, so every (type, status) pair is equally common), with create
-    times over the last 30 days and uuid-shaped ids like the API's. Building the indexes once
-    after the insert is several times faster than maintaining them row by row; DDL is
-    transactional in PostgreSQL, so a run killed half-way changes nothing.
+    times over the last 30 days, created_ns following them (distinct, as the API's are) and
+    uuid-shaped ids like the API's. Building the indexes once after the insert is several times
+    faster than maintaining them row by row; DDL is transactional in PostgreSQL, so a run killed
+    half-way changes nothing.
     """
-    from django.db import connection, transaction
-
     t0 = int(time.time()) - 30 * 86400
     spread = f"(i::bigint * 2592000 / {int(cfg.rows)})"
     load_sql, params = insert_select(
@@ -123,10 +132,13 @@ def _load(cfg: Config) -> None:
             "task_create_timestamp": (f"%s + {spread}", [t0]),
             "task_status": (f"(%s::text[])[1 + (i / {int(cfg.task_types)}) %% 6]", [list(STATUSES)]),
             "task_status_data": ("'{}'::jsonb", []),
+            # Nanoseconds within the create second, in load order: the v1 list's keyset (created_ns, task_id).
+            "created_ns": (f"(%s + {spread}) * 1000000000 + i", [t0]),
         },
     )
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
+    # psycopg on cfg.database_url (Django only builds the statement): the load may target another database.
+    with psycopg.connect(cfg.libpq_url) as conn, conn.transaction(), conn.cursor() as cur:
+        cur.execute("SET LOCAL maintenance_work_mem = '1GB'")  # 10M-row index builds sort in memory
         # CASCADE: the bench database is the bench's own; rows that point at tasks go with them.
         cur.execute("TRUNCATE global_task_history, global_task CASCADE")
         cur.execute(
@@ -135,8 +147,25 @@ def _load(cfg: Config) -> None:
                WHERE x.indrelid = 'global_task'::regclass AND NOT x.indisprimary AND NOT x.indisunique"""
         )
         indexes = cur.fetchall()
+        # The primary key too (random md5 ids make its upkeep the slowest part of a 10M-row insert), and the
+        # foreign keys that need it; every definition is PostgreSQL's own text, put back as it was.
+        cur.execute(
+            """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
+               WHERE (confrelid = 'global_task'::regclass AND contype = 'f')
+                  OR (conrelid = 'global_task'::regclass AND contype = 'p')
+               ORDER BY contype = 'p'"""
+        )
+        constraints = cur.fetchall()  # the foreign keys first: they depend on the primary key
+        for table, name, _ in constraints:
+            cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(table), sql.Identifier(name)))
         for name, _ in indexes:
-            cur.execute(f"DROP INDEX {connection.ops.quote_name(name)}")
+            cur.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
         cur.execute(load_sql, params)
+        for table, name, definition in reversed(constraints):
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    sql.SQL(table), sql.Identifier(name), sql.SQL(definition)
+                )
+            )
         for _, definition in indexes:
             cur.execute(definition)  # pg_get_indexdef's own text

@@ -129,6 +129,22 @@ def tasks_table(tasks: Iterable[Mapping[str, Any]]) -> Table:
     return grid
 
 
+def bulk_table(results: Iterable[Mapping[str, Any]]) -> Table:
+    """POST /api/v1/tasks/bulk/'s answer: one row per item, in the order sent."""
+    grid = table("#", "ID", "RESULT", "ERRORS")
+    for r in results:
+        errors = r.get("errors")
+        if errors:
+            result = Text("failed", style="bold red")
+        elif r.get("created"):
+            result = Text("created", style="green")
+        else:
+            result = Text("exists (same body)", style="yellow")
+        problems = "; ".join(f"{field}: {' '.join(map(str, msgs))}" for field, msgs in (errors or {}).items())
+        grid.add_row(text(r.get("index")), text(r.get("task_id")), result, text(problems))
+    return grid
+
+
 def task_fields(task: Mapping[str, Any]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")

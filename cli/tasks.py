@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,11 +16,13 @@ from rich.text import Text
 from cli import render
 from cli.client import MAX_PAGE_SIZE, collect
 from cli.common import DEFAULT_TIMEOUT, JsonOption, TimeoutOption, UrlOption, WatchOption, open_api
+from cli.errors import EXIT_FAILED
 from cli.watch import task_path, watch_and_exit
 
-app = typer.Typer(help="Tasks: list, show, create, watch, retry, cancel.", no_args_is_help=True)
+app = typer.Typer(help="Tasks: list, show, create, create-many, watch, retry, cancel.", no_args_is_help=True)
 
 TASKS_PATH = "/api/v1/tasks/"
+BULK_PATH = f"{TASKS_PATH}bulk/"
 
 
 class TaskStatus(str, Enum):
@@ -176,6 +180,65 @@ def create_task(
                 )
         if watch:
             watch_and_exit(api, task, timeout=timeout, as_json=as_json)
+
+
+def read_tasks(source: str) -> list[Any]:
+    """The task bodies in FILE (`-`: stdin): a JSON array, or JSON lines (one body per line, blank lines
+    skipped). Each item goes to the server as it is: the server judges it, item by item."""
+    hint = "'FILE'"
+    try:
+        raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {source}: {exc}", param_hint=hint) from exc
+    if raw.lstrip().startswith("["):
+        try:
+            tasks = json.loads(raw)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not a valid JSON array: {exc}", param_hint=hint) from exc
+        if not isinstance(tasks, list):
+            raise typer.BadParameter("must be a JSON array of task bodies, or JSON lines", param_hint=hint)
+    else:
+        tasks = []
+        for number, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                tasks.append(json.loads(line))
+            except ValueError as exc:
+                raise typer.BadParameter(f"line {number}: not valid JSON: {exc}", param_hint=hint) from exc
+    if not tasks:
+        raise typer.BadParameter(f"no tasks in {'stdin' if source == '-' else source}", param_hint=hint)
+    return list(tasks)
+
+
+@app.command("create-many")
+def create_many(
+    ctx: typer.Context,
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="A JSON array of task bodies (each as for `task create`'s API: task_type, task_data, node, "
+            "task_id, ...), or JSON lines, one body per line; - reads stdin.",
+            show_default=False,
+        ),
+    ],
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create many tasks in one request and one transaction (POST /api/v1/tasks/bulk/). Prints how each
+    item went; the valid ones are created even if others fail. Exit 0 if none failed, 1 if any did."""
+    tasks = read_tasks(file)
+    with open_api(ctx, url) as api:
+        answer = api.post(BULK_PATH, {"tasks": tasks}).data
+    if as_json:
+        render.print_json(answer)
+    else:
+        out = render.console()
+        out.print(render.bulk_table(answer.get("results", [])))
+        counts = ", ".join(f"{answer.get(k, 0)} {k}" for k in ("created", "existing", "failed") if answer.get(k))
+        out.print(Text(counts or "nothing created", style="dim"))
+    if answer.get("failed"):
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command("watch")

@@ -172,15 +172,19 @@ def redis_kill(s: Suite) -> Row:
 
 
 def redis_shutdown(s: Suite) -> Row:
-    """A clean Redis SHUTDOWN while 9 tasks run (6 finish, 3 fail, all during the outage); restart after 6 s."""
-    # On each node: two that finish and one that fails, all three running when Redis goes.
+    """A clean Redis SHUTDOWN while 9 tasks run (6 finish, 3 fail, after the outage); restart after 6 s."""
+    # On each node: two that finish and one that fails, all three running when Redis goes. Each runs 10 s,
+    # so on a slow, shared machine all nine are still running together when the last one starts.
     bodies = [
-        executed_body("fault_poison" if i % 3 == 2 else "fault_work", {"node": NODES[i // 3], "seconds": 5})
+        executed_body("fault_poison" if i % 3 == 2 else "fault_work", {"node": NODES[i // 3], "seconds": 10})
         for i in range(9)
     ]
     load = Load(s.api, lambda i: bodies[i], 9, rate=50, threads=3).start()
     load.join()
-    wait_for(lambda: _in_progress(load.submitted) == 9, "9 tasks in_progress", 30)
+    wait_for(
+        lambda: _in_progress(load.submitted) == 9, "9 tasks in_progress", 60,
+        state=lambda: tally_labels(f"{t.status} on {t.node}" for t in tasks(load.submitted).values()),
+    )  # fmt: skip
     prober = Prober(s.api, s.probe_task_id, s.probe_tracked_id)
     prober.start()
     start = time.time()

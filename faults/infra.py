@@ -25,14 +25,18 @@ PG_DATABASE = "taskhub"
 START_SECONDS = 30.0
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float = START_SECONDS) -> None:
-    """Poll check() every 50 ms until it is true; RuntimeError after `timeout`."""
+def wait_for(
+    check: Callable[[], object], what: str, timeout: float = START_SECONDS, state: Callable[[], str] | None = None
+) -> None:
+    """Poll check() every 50 ms until it is true; RuntimeError after `timeout`, saying `state()` if given
+    (what was found instead, so a failed run says why without its logs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(0.05)
-    raise RuntimeError(f"{what} not ready after {timeout:g} s")
+    found = f" (found: {state()})" if state is not None else ""
+    raise RuntimeError(f"{what} not ready after {timeout:g} s{found}")
 
 
 class PrivateRedis:

@@ -179,6 +179,9 @@ if TASKHUB_UPDATE_WAIT_REPLICAS < 0 or (TASKHUB_UPDATE_WAIT_REPLICAS and TASKHUB
 TASKHUB_PAGE_SIZE = env.int("TASKHUB_PAGE_SIZE", default=100)
 TASKHUB_MAX_PAGE_SIZE = env.int("TASKHUB_MAX_PAGE_SIZE", default=1000)
 TASKHUB_MAX_BODY_BYTES = env.int("TASKHUB_MAX_BODY_BYTES", default=1024 * 1024)
+# POST /api/v1/tasks/bulk/ takes at most this many tasks (one transaction; the body must also fit
+# TASKHUB_MAX_BODY_BYTES).
+TASKHUB_BULK_MAX = env.int("TASKHUB_BULK_MAX", default=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = TASKHUB_MAX_BODY_BYTES
 # Long polls (GET /api/v1/tasks/<id>/?wait=) each hold a gunicorn thread for up to 60 s. At most this many
 # wait at once per process (tasks_app/api/longpoll.py; beyond it a 429), so that the other threads always
@@ -286,6 +289,9 @@ TASKHUB_RETRY_AFTER_SECONDS = env.int("TASKHUB_RETRY_AFTER_SECONDS", default=5)
 # After a failed metrics write or publish, this process skips those best-effort calls to that Redis for
 # this many seconds (tasks_app/ops/breaker.py): during an outage, each request would pay the timeout again.
 TASKHUB_REDIS_BREAKER_SECONDS = env.float("TASKHUB_REDIS_BREAKER_SECONDS", default=5.0)
+# Counters (tasks_app/ops/metrics.py) are sent to Redis together, at most this long after they were
+# counted, instead of one round trip per create or writer batch; 0 sends each at once.
+TASKHUB_METRICS_FLUSH_SECONDS = env.float("TASKHUB_METRICS_FLUSH_SECONDS", default=1.0)
 # Publishing from the server (an executed create's publish after its commit, the sweep, beat) gives up at
 # once when the broker does not answer: a failed publish fails nothing, since the sweep publishes what was
 # never published (tasks_app/tasks/dispatch.py). Kombu's defaults retry and reconnect for seconds and wait

@@ -89,6 +89,16 @@ def node_report(task_id: str, status: str, data: dict[str, Any] | None = None, *
     return task_transition(update=update)
 
 
+def unpublished(task: Any) -> Any:
+    """The task as a create whose publish failed (the broker down) leaves it: dispatched_at cleared, so no
+    node can have it. (A test's creates never publish: on_commit does not run inside its transaction.)"""
+    from tasks_app.tasks.models import GlobalTask
+
+    GlobalTask.objects.filter(pk=task.task_id).update(dispatched_at=None)
+    task.refresh_from_db()
+    return task
+
+
 def start_node_worker(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`python -m workers <args>` (a node worker, under the node's settings), like start_manage."""
     import sys

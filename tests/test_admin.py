@@ -10,7 +10,7 @@ from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import GlobalTask
 from tasks_app.tasks.services import task_create
 from tasks_app.tasks.transitions import StatusUpdate, task_transition
-from tests.helpers import node_report
+from tests.helpers import node_report, unpublished
 
 pytestmark = pytest.mark.django_db
 
@@ -92,7 +92,7 @@ def test_retry_and_cancel_actions(staff: Client) -> None:
     node_report(failed.task_id, "failed", {"error": {"message": "boom"}})
     running, _ = task_create(task_type="noop", task_data={"node": "node1"}, execute=True)
     node_report(running.task_id, "in_progress")
-    waiting, _ = task_create(task_type="noop", task_data={"node": "node1"}, execute=True)
+    waiting = unpublished(task_create(task_type="noop", task_data={"node": "node1"}, execute=True)[0])
     url = "/admin/tasks_app/globaltask/"
     resp = staff.post(url, {"action": "retry_tasks", "_selected_action": [failed.pk, running.pk]}, follow=True)
     assert b"1 task(s) retried" in resp.content and b"Only a failed or cancelled task can be retried" in resp.content

@@ -21,7 +21,7 @@ from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.tasks import dispatch
 from tasks_app.tasks.models import GlobalTask
 from tasks_app.tasks.services import task_cancel, task_create, task_delete, task_retry, task_update
-from tests.helpers import node_report
+from tests.helpers import node_report, unpublished
 from workers.protocol import run_end
 from workers.protocol.queues import node_queue
 from workers.protocol.status import Verdict
@@ -127,7 +127,7 @@ def test_a_client_cannot_complete_an_executed_task(client: Client) -> None:
 def test_a_client_may_fail_an_executed_task_and_its_run_is_ended(
     client: Client, django_capture_on_commit_callbacks: Any
 ) -> None:
-    task = alloc()
+    task = unpublished(alloc())
     with django_capture_on_commit_callbacks(execute=True):
         resp = send(client, "put", f"/task/{task.task_id}", {"task_status": "failed", "task_status_data": {"why": "x"}})
     assert resp.status_code == 200
@@ -222,7 +222,7 @@ def test_a_run_that_finishes_before_it_stops_ends_as_it_finished() -> None:
 
 
 def test_a_task_no_node_can_have_yet_is_cancelled_at_once_and_may_be_retried() -> None:
-    task = alloc()
+    task = unpublished(alloc())
     assert task.dispatched_at is None
     assert task_cancel(task_id=task.task_id).task_status == "cancelled"
     again = task_retry(task_id=task.task_id)
@@ -410,3 +410,30 @@ def test_a_joining_node_that_never_starts_goes_offline_and_its_task_fails(settin
     assert sweep_dead_nodes() == 1
     join.refresh_from_db()
     assert join.task_status == "failed" and join.task_status_data["error"]["type"] == "NodeOffline"
+
+
+def test_a_create_publishes_its_run_after_commit_from_the_row_it_inserted(
+    settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The create path: one insert (which records dispatched_at) and one publish after the commit. A
+    publish that fails clears dispatched_at, so the sweep publishes the task after the grace period."""
+    from tasks_app.ops.breaker import redis_breaker, server_of
+
+    with django_capture_on_commit_callbacks(execute=True):
+        task, _ = task_create(task_type="noop", task_data={"node": "node1"}, execute=True)
+    assert queued("node1") == 1
+    stored = GlobalTask.objects.get(pk=task.task_id)
+    assert stored.dispatched_at == stored.task_create_timestamp
+    # The broker failed moments ago (the breaker is open): the publish is not tried, and the task waits
+    # for the sweep, as one whose create could not publish.
+    broker = server_of(str(celery_app.conf.broker_url))
+    redis_breaker.failed(broker)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            later, _ = task_create(task_type="noop", task_data={"node": "node2"}, execute=True)
+    finally:
+        redis_breaker.succeeded(broker)
+    assert queued("node2") == 0 and GlobalTask.objects.get(pk=later.task_id).dispatched_at is None
+    settings.TASKHUB_DISPATCH_GRACE_SECONDS = 0
+    assert dispatch.sweep() == 1 and queued("node2") == 1
+    assert GlobalTask.objects.get(pk=later.task_id).dispatched_at is not None

@@ -209,7 +209,9 @@ def test_with_redis_down_creates_succeed_and_the_rest_answers_503_promptly(
     # One publish met the outage; after it the breaker skipped the publishes and the metrics (that Redis).
     assert server_log.count("failed (the sweep will retry)") == 1, server_log
     assert server_log.count("the broker failed moments ago (the sweep will retry)") == 1, server_log
-    assert "metrics not recorded (Redis)" not in server_log
+    # Counters are sent by each process's flusher thread, never on a request's path (the timings above): it
+    # meets the outage at most once, and then the breaker skips that Redis.
+    assert server_log.count("metrics not recorded (Redis)") <= 1, server_log
 
 
 # --- the breaker, in this process ---------------------------------------------------------------------

@@ -216,7 +216,8 @@ def test_node_killed_mid_task_finishes_it_after_restart(writer: Cluster) -> None
 
 
 def test_a_task_whose_publish_never_happened_is_delivered_by_the_sweep(writer: Cluster) -> None:
-    """The API process dies right after its commit, before on_commit publishes: the sweep delivers."""
+    """The API process dies right after its commit, before on_commit publishes: the sweep delivers, as for
+    a lost message, once TASKHUB_REDISPATCH_SECONDS have passed (the insert recorded the publish)."""
     script = f"""
 import os, signal
 from django.db import transaction
@@ -232,8 +233,14 @@ with transaction.atomic():
     died = subprocess.run([*MANAGE, "shell", "-c", script], env=env)
     assert died.returncode == -signal.SIGKILL
     orphan = GlobalTask.objects.get(pk=f"orphan-{RUN}")
-    assert orphan.dispatched_at is None and orphan.task_status == "pending"
-    writer.start_server_side("scheduler", ["run_scheduler"])
+    assert orphan.dispatched_at == orphan.task_create_timestamp and orphan.task_status == "pending"
+    assert not redis.Redis.from_url(writer.redis_url).llen(f"node.{N1}")  # never published
+    env_before = dict(writer.env)
+    writer.env["TASKHUB_REDISPATCH_SECONDS"] = "2"
+    try:
+        writer.start_server_side("scheduler", ["run_scheduler"])
+    finally:
+        writer.env = env_before
     try:
         done = wait_final(orphan.task_id, writer)
     finally:

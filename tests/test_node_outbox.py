@@ -81,24 +81,43 @@ def node(settings: Any, private_redis: PrivateRedis, tmp_path: Path) -> Iterator
     sender.stop_all(timeout=2)
 
 
+def entries(client: redis.Redis) -> int:
+    lengths: list[Any] = [client.xlen(keys.stream_key(shard)) for shard in range(keys.shard_count())]
+    return sum(int(n) for n in lengths)
+
+
 def said(client: redis.Redis) -> dict[str, list[tuple[str, str, Any]]]:
-    """What the stream holds, per task, in the order Redis took it: (run, status, data). One task's
+    """What the stream holds, per task, in the order Redis took it, as the writers apply it (folded
+    reports unfolded, workers/node/sender.py: fold): (run, status, data), as_applied. One task's
     updates share a shard, whose order is the order the writers apply them."""
     per_task: dict[str, list[tuple[str, str, Any]]] = {}
     for shard in range(keys.shard_count()):
         rows: list[Any] = client.xrange(keys.stream_key(shard))  # type: ignore[assignment]
         for sid, fields in rows:
-            u = decode_entry(sid, fields).update
-            assert u is not None and u.origin is Origin.NODE and u.source == "node:n1"
-            per_task.setdefault(u.task_id, []).append((u.run_id, u.status, u.status_data))
-    return per_task
+            entry = decode_entry(sid, fields).update
+            assert entry is not None and entry.origin is Origin.NODE and entry.source == "node:n1"
+            assert entry.at is not None and all(at <= entry.at for _, at in entry.steps)
+            for u in entry.unfolded():
+                per_task.setdefault(u.task_id, []).append((u.run_id, u.status, u.status_data))
+    return {task_id: as_applied(steps) for task_id, steps in per_task.items()}
 
 
 def made(reports: list[tuple[str, str, str, Any]]) -> dict[str, list[tuple[str, str, Any]]]:
     per_task: dict[str, list[tuple[str, str, Any]]] = {}
     for task_id, run_id, status, data in reports:
         per_task.setdefault(task_id, []).append((run_id, status, data))
-    return per_task
+    return {task_id: as_applied(steps) for task_id, steps in per_task.items()}
+
+
+def as_applied(steps: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
+    """What a task ends up with from these steps, whether or not they were folded: each change of
+    status in order (a repeated status is one step), and the last step's data."""
+    out: list[tuple[str, str, Any]] = []
+    for run_id, status, data in steps:
+        if out and out[-1][:2] == (run_id, status):
+            out.pop()
+        out.append((run_id, status, data))
+    return [(run_id, status, None) for run_id, status, _ in out[:-1]] + out[-1:]
 
 
 # Two runs, interleaved as a node's threads would report them.
@@ -130,8 +149,10 @@ def test_reports_made_while_redis_is_down_wait_in_the_outbox_and_arrive_in_order
     private_redis.start()  # the same port, empty: whatever it held before is gone
     client = private_redis.client()
     wait_until(lambda: not box.pending(), 30, "the outbox to empty once Redis is back")
-    # Each report exactly once, and each run's reports in the order they were made.
+    # Each report exactly once, and each run's reports in the order they were made: sent together, each
+    # run's as one entry that folds its steps.
     assert said(client) == made(REPORTS)
+    assert entries(client) == 2
 
 
 def test_reports_of_runs_the_server_ended_are_not_sent(node: Path, private_redis: PrivateRedis) -> None:
@@ -184,9 +205,9 @@ def test_a_restarted_node_sends_what_it_had_not_delivered(
     sender.running(node)  # what a node worker does when it starts (workers/node/signals.py)
     box = outboxes.at(node)
     wait_until(lambda: not box.pending(), 30, "the restarted node to deliver")
-    assert said(private_redis.client()) == {
-        "t-crash": [("run-crash", s, {"status": s}) for s in ("received", "in_progress", "completed")]
-    }
+    assert said(private_redis.client()) == made(
+        [("t-crash", "run-crash", s, {"status": s}) for s in ("received", "in_progress", "completed")]
+    )
 
 
 # --- the writer: a resent report is harmless ----------------------------------------------------------

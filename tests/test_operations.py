@@ -19,7 +19,7 @@ from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import Cluster, GlobalTask, Node, Volume
 from tasks_app.tasks import dispatch
 from tasks_app.tasks.services import task_cancel, task_create, task_retry
-from tests.helpers import node_report
+from tests.helpers import node_report, unpublished
 from workers.protocol import run_end
 
 pytestmark = pytest.mark.django_db
@@ -79,7 +79,7 @@ def test_retry_takes_a_failed_task_back_to_pending_as_a_new_attempt(demo: Cluste
 
 
 def test_retry_and_cancel_over_the_api(client: Client, demo: Cluster) -> None:
-    task = alloc(A)
+    task = unpublished(alloc(A))
     resp = client.post(f"/api/v1/tasks/{task.task_id}/retry/")
     assert resp.status_code == 409
     resp = client.post(f"/api/v1/tasks/{task.task_id}/cancel/")
@@ -88,7 +88,7 @@ def test_retry_and_cancel_over_the_api(client: Client, demo: Cluster) -> None:
 
 
 def test_cancel_marks_the_task_for_its_node(demo: Cluster, django_capture_on_commit_callbacks: Any) -> None:
-    task = alloc(B)
+    task = unpublished(alloc(B))
     with django_capture_on_commit_callbacks(execute=True):
         cancelled = task_cancel(task_id=task.task_id, source="op")
     assert cancelled.task_status == "cancelled"  # never published: no node can have it

@@ -168,3 +168,53 @@ def test_entries_the_database_refuses_are_skipped_not_fatal(redis_stream: redis.
     assert task.task_status == "completed" and task.task_status_data == {"ok": 1}
     assert other.task_status == "completed"
     assert update_stream.backlog() == 0
+
+
+@pytest.mark.django_db
+def test_a_folded_report_writes_each_step_with_its_own_time(redis_stream: redis.Redis) -> None:
+    """One entry for a run's received, in_progress and outcome (workers/node/sender.py: fold): the writer
+    applies each step, and the history dates each when it happened on the node, never before the task's
+    last change or after the writer applied it."""
+    import time
+    from datetime import UTC, datetime
+
+    from tasks_app.fleet.services import cluster_ensure, node_register
+    from workers.node.sender import fold
+    from workers.protocol.messages import Origin
+    from workers.protocol.stream import push_updates
+
+    node_register(cluster=cluster_ensure(name="demo"), name="node1")
+    task, _ = task_create(task_type="noop", task_data={"node": "node1"}, execute=True)
+    t0 = time.time()
+    reports = [
+        StatusUpdate(
+            task_id=task.task_id, status=status, status_data={"step": status}, source="node:node1",
+            run_id=task.run_id, origin=Origin.NODE, at=t0 + i * 0.25,
+        )
+        for i, status in enumerate(("received", "in_progress", "in_progress", "completed"))
+    ]  # fmt: skip
+    folded = fold(reports)
+    assert len(folded) == 1 and folded[0].steps == (("received", t0), ("in_progress", t0 + 0.5))
+    other, _ = task_create(task_type="noop", task_data={"node": "node1"}, execute=True)
+    skewed = StatusUpdate(  # from a node whose clock is an hour slow
+        task_id=other.task_id,
+        status="received",
+        source="node:node1",
+        run_id=other.run_id,
+        origin=Origin.NODE,
+        at=t0 - 3600,
+    )
+    push_updates([*folded, skewed])
+    time.sleep(1.0)  # applied after the last step's time
+    assert run_once() == 2
+    task.refresh_from_db()
+    assert (task.task_status, task.task_status_data) == ("completed", {"step": "completed"})
+    rows = list(TaskStatusChange.objects.filter(task_id=task.task_id).order_by("at", "id"))
+    assert [(r.from_status, r.to_status) for r in rows] == [
+        ("", "pending"), ("pending", "received"), ("received", "in_progress"), ("in_progress", "completed")
+    ]  # fmt: skip
+    assert [r.at for r in rows[1:]] == [datetime.fromtimestamp(t0 + d, UTC) for d in (0, 0.5, 0.75)]
+    assert all(r.run_id == task.run_id and r.source == "node:node1" for r in rows[1:])
+    created = TaskStatusChange.objects.get(task_id=other.task_id, to_status="pending")
+    received = TaskStatusChange.objects.get(task_id=other.task_id, to_status="received")
+    assert received.at == created.at  # not an hour back: never before the change it follows

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from tasks_app.errors import InvalidInput
-from tasks_app.tasks.selectors import decode_cursor, encode_cursor
+from tasks_app.tasks.selectors import after_cursor, decode_cursor, encode_cursor
 
 
 class KeysetPagination(BasePagination):
@@ -35,7 +35,7 @@ class KeysetPagination(BasePagination):
         self.after = after or None
         if after:
             ts, tid = decode_cursor(after)
-            queryset = queryset.filter(Q(created_ns__gt=ts) | Q(created_ns=ts, task_id__gt=tid))
+            queryset = after_cursor(queryset, "created_ns", ts, tid)  # a range the index scan starts at
         rows = list(queryset.order_by("created_ns", "task_id")[: self.size + 1])
         self.more = len(rows) > self.size
         self.rows = rows[: self.size]

@@ -17,9 +17,24 @@ class SafeJSONParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise ParseError(validation.too_deep("request body")) from exc
+        self.check(data)
+        return data
+
+    def check(self, data: Any) -> None:
         # InvalidInput is a 400 whose message names the field (tasks_app/api/errors.py).
         if isinstance(data, dict):
             validation.request_body(data)
         else:
             validation.storable(data, "request body")
-        return data
+
+
+class BulkJSONParser(SafeJSONParser):
+    """POST /api/v1/tasks/bulk/ ({"tasks": [...]}): each item is checked on its own, as a single create's
+    body (tasks_app/api/serializers.py: validate_each), so that one bad item is that item's error rather
+    than the whole request's, and an item's nesting counts from the item, as a single create's does."""
+
+    def check(self, data: Any) -> None:
+        if isinstance(data, dict) and isinstance(data.get("tasks"), list):
+            validation.request_body({k: v for k, v in data.items() if k != "tasks"})
+            return
+        super().check(data)

@@ -195,6 +195,21 @@ class TaskSerializerSchema(OpenApiSerializerExtension):  # type: ignore[no-untyp
         return schema
 
 
+class TaskBulkCreateSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]
+    """What TaskBulkCreateSerializer checks itself: 1 to TASKHUB_BULK_MAX tasks, and no other field. Each
+    item is a create's body (TaskRequest); an item that breaks its rules is that item's error in a 200."""
+
+    target_class = "tasks_app.api.serializers.TaskBulkCreateSerializer"
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: str) -> Schema:
+        schema: Schema = auto_schema._map_serializer(  # type: ignore[no-untyped-call]
+            self.target, direction, bypass_extensions=True
+        )
+        schema["properties"]["tasks"].update(minItems=1, maxItems=int(settings.TASKHUB_BULK_MAX))
+        schema["additionalProperties"] = False
+        return schema
+
+
 # What a client may write as a status (ENUM_NAME_OVERRIDES names it, apart from STATUS_VALUES).
 WRITABLE_STATUSES = [*CLIENT_VALUES, *ALIASES]
 

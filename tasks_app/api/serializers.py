@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from tasks_app.api.fields import StrictBooleanField, TextField
 from tasks_app.errors import InvalidInput
-from tasks_app.tasks import dispatch, validation
+from tasks_app.tasks import bulk, dispatch, validation
 from tasks_app.tasks.models import SEED_FIELDS, GlobalTask, TaskStatusChange
 from workers.protocol.status import STATUS_VALUES
 
@@ -90,3 +92,118 @@ class TaskHistorySerializer(serializers.ModelSerializer[TaskStatusChange]):
     class Meta:
         model = TaskStatusChange
         fields = ["from_status", "to_status", "at", "run_id", "source"]
+
+
+# --- bulk create (POST /api/v1/tasks/bulk/) --------------------------------------------------------------
+
+
+@extend_schema_field(TaskSerializer(many=True))
+class TaskItemsField(serializers.ListField):
+    """The items of a bulk create, taken as they are: validate_each checks each on its own, so that one
+    bad item is that item's error, not the request's. Documented as a list of the create's bodies."""
+
+
+class TaskBulkCreateSerializer(serializers.Serializer[Any]):
+    tasks = TaskItemsField(
+        help_text="the tasks to create, each a body of POST /api/v1/tasks/; at most TASKHUB_BULK_MAX (default 1000)"
+    )
+
+    default_error_messages = {"not_an_object": 'The body must be a JSON object, {{"tasks": [...]}}; got {kind}'}
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            kind = "an array" if isinstance(data, list) else type(data).__name__
+            raise serializers.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: [self.error_messages["not_an_object"].format(kind=kind)]}
+            )
+        unknown = sorted(set(data) - {"tasks"})
+        if unknown:
+            raise serializers.ValidationError(dict.fromkeys(unknown, 'Unknown field; the body is {"tasks": [...]}'))
+        return dict(super().to_internal_value(data))
+
+    def validate_tasks(self, value: list[Any]) -> list[Any]:
+        if not value:
+            raise serializers.ValidationError("must hold at least one task")
+        if len(value) > bulk.bulk_max():
+            raise serializers.ValidationError(
+                f"at most {bulk.bulk_max()} tasks per request (TASKHUB_BULK_MAX); got {len(value)}"
+            )
+        return value
+
+
+# One item's answer. Documentation only: the view renders tasks_app.tasks.bulk.ItemResult itself. Built
+# from a dict, since a serializer cannot declare a field named `errors` (Serializer.errors).
+TaskBulkItemSerializer = inline_serializer(
+    "TaskBulkItem",
+    {
+        "index": serializers.IntegerField(help_text="the item's position in `tasks`, from 0"),
+        "task_id": serializers.CharField(
+            allow_null=True, help_text="the task's id (the item's own, or the one it was given); null if none"
+        ),
+        "created": serializers.BooleanField(
+            help_text="true: created now; false: not created (a retried create of a task that exists with the "
+            "same body, or an item with errors)"
+        ),
+        "errors": serializers.DictField(
+            child=serializers.ListField(child=serializers.CharField()),
+            required=False,
+            help_text="only for an item that was refused: field (or non_field_errors) -> messages",
+        ),
+    },
+)
+
+
+class TaskBulkResultSerializer(serializers.Serializer[Any]):
+    created = serializers.IntegerField(help_text="items created now")
+    existing = serializers.IntegerField(help_text="items whose task_id exists with the same body (a retried create)")
+    failed = serializers.IntegerField(help_text="items refused, each with its errors")
+    results = serializers.ListField(child=TaskBulkItemSerializer, help_text="one per item, in the request's order")
+
+
+def validate_each(items: list[Any], *, context: dict[str, Any]) -> list[bulk.NewTaskSpec | bulk.Refused]:
+    """Each item of a bulk create, checked exactly as POST /api/v1/tasks/ checks its body: the checks its
+    parser makes on a whole body (validation.request_body), then TaskSerializer's. One serializer serves
+    every item, as DRF's ListSerializer does (a new TaskSerializer per item costs more than the insert)."""
+    child = TaskSerializer(context=context)
+    checked: list[bulk.NewTaskSpec | bulk.Refused] = []
+    for item in items:
+        task_id = _echoed_id(item)
+        try:
+            if isinstance(item, dict):
+                validation.request_body(item)
+            child.initial_data = item  # what validate() reads for unknown fields (DRF's ListSerializer note)
+            attrs = child.run_validation(item)
+        except InvalidInput as exc:
+            checked.append(bulk.Refused(bulk.errors_from(exc.message), task_id))
+            continue
+        except serializers.ValidationError as exc:
+            checked.append(bulk.Refused(_messages(exc), task_id))
+            continue
+        checked.append(
+            bulk.NewTaskSpec(
+                task_type=attrs.get("task_type", ""),
+                task_id=attrs.get("task_id"),
+                task_data=attrs.get("task_data") or {},
+                task_status=attrs.get("task_status", "pending"),
+                task_status_data=attrs.get("task_status_data") or {},
+                execute=bool(attrs.get("execute")),
+                node=attrs.get("node") or None,
+            )
+        )
+    return checked
+
+
+def _echoed_id(item: Any) -> str | None:
+    """The item's task_id as the answer may repeat it: a short, storable string (even one the id rule
+    refuses, so the client can tell which item it was); else None."""
+    value = item.get("task_id") if isinstance(item, dict) else None
+    if isinstance(value, str) and len(value) <= 64 and validation.is_storable(value):
+        return value
+    return None
+
+
+def _messages(exc: serializers.ValidationError) -> bulk.Errors:
+    detail = serializers.as_serializer_error(exc)
+    return {
+        str(field): [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])] for field, msgs in detail.items()
+    }

@@ -14,9 +14,16 @@ from rest_framework.response import Response
 from tasks_app.api import longpoll
 from tasks_app.api.filters import TaskFilter
 from tasks_app.api.pagination import KeysetPagination
+from tasks_app.api.parsers import BulkJSONParser
 from tasks_app.api.permissions import TaskAccess
-from tasks_app.api.serializers import TaskHistorySerializer, TaskSerializer
-from tasks_app.tasks import selectors, services
+from tasks_app.api.serializers import (
+    TaskBulkCreateSerializer,
+    TaskBulkResultSerializer,
+    TaskHistorySerializer,
+    TaskSerializer,
+    validate_each,
+)
+from tasks_app.tasks import bulk, selectors, services
 from tasks_app.tasks.models import GlobalTask
 
 
@@ -24,6 +31,21 @@ def request_source(request: Request) -> str:
     """Who asked, for the history table."""
     who = request.user.get_username() if request.user and request.user.is_authenticated else "anonymous"
     return f"{request.method} {request.path} by {who}"
+
+
+def bulk_answer(results: list[bulk.ItemResult]) -> dict[str, Any]:
+    """The bulk create's answer (TaskBulkResultSerializer): counts, then one object per item."""
+    items: list[dict[str, Any]] = []
+    counts = {"created": 0, "existing": 0, "failed": 0}
+    for r in results:
+        item: dict[str, Any] = {"index": r.index, "task_id": r.task_id, "created": r.created}
+        if r.errors is not None:
+            item["errors"] = r.errors
+            counts["failed"] += 1
+        else:
+            counts["created" if r.created else "existing"] += 1
+        items.append(item)
+    return {**counts, "results": items}
 
 
 class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
@@ -64,6 +86,30 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
         )
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(self.get_serializer(task).data, status=code)
+
+    @extend_schema(
+        request=TaskBulkCreateSerializer,
+        responses={
+            201: OpenApiResponse(TaskBulkResultSerializer, description="every item was created"),
+            200: OpenApiResponse(
+                TaskBulkResultSerializer,
+                description="not every item was created now: the refused ones carry their errors (the valid ones "
+                "were created all the same), and a task_id that exists with the same body is a retried create",
+            ),
+        },
+    )
+    @action(detail=False, methods=["post"], url_path="bulk", parser_classes=[BulkJSONParser], filter_backends=[])
+    def bulk_create(self, request: Request) -> Response:
+        """Create many tasks in one request and one transaction: each item is a body of POST /api/v1/tasks/,
+        checked by the same rules and answered on its own, in order. Valid items are created even when
+        others are refused; executed ones are published once the transaction commits."""
+        envelope = TaskBulkCreateSerializer(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        items = validate_each(envelope.validated_data["tasks"], context=self.get_serializer_context())
+        results = bulk.task_create_many(items=items, source=request_source(request))
+        body = bulk_answer(results)
+        everything = body["created"] == len(results)
+        return Response(body, status=status.HTTP_201_CREATED if everything else status.HTTP_200_OK)
 
     # PUT changes only the fields it names, as PATCH does.
     @extend_schema(request=TaskSerializer(partial=True))

@@ -25,9 +25,12 @@ Read at scrape time:
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -104,17 +107,69 @@ def _incr(counts: dict[str, int], floats: dict[str, float] | None = None) -> Non
     redis_breaker.succeeded(server)
 
 
+class _Pending:
+    """Counts recorded in this process and not yet sent: a flusher thread sends them together, at most
+    TASKHUB_METRICS_FLUSH_SECONDS after they were recorded, in one round trip instead of one per create
+    or batch (0: at once, on the caller's thread). A process that dies loses at most that much counting,
+    as a Prometheus client library's own counters would lose all of theirs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._floats: dict[str, float] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, counts: dict[str, int], floats: dict[str, float] | None = None) -> None:
+        interval = float(settings.TASKHUB_METRICS_FLUSH_SECONDS)
+        if interval <= 0:
+            _incr(counts, floats)
+            return
+        with self._lock:
+            self._counts.update(counts)
+            for name, x in (floats or {}).items():
+                self._floats[name] = self._floats.get(name, 0.0) + x
+            if self._thread is None or self._pid != os.getpid():  # none yet, or forked from the one that had it
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, args=(interval,), name="metrics-flush", daemon=True)
+                self._thread.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, floats = dict(self._counts), dict(self._floats)
+            self._counts.clear()
+            self._floats.clear()
+        if counts or floats:
+            _incr(counts, floats)
+
+    def _run(self, interval: float) -> None:
+        while True:
+            self._wake.wait(interval)
+            self._wake.clear()
+            self.flush()
+
+
+_pending = _Pending()
+atexit.register(_pending.flush)
+
+
+def flush() -> None:
+    """Send what this process has counted and not sent yet (read_counters does, before it reads)."""
+    _pending.flush()
+
+
 def _on_commit(counts: dict[str, int]) -> None:
     if counts:
-        transaction.on_commit(partial(_incr, counts), robust=True)
+        transaction.on_commit(partial(_pending.add, counts), robust=True)
 
 
 # --- recording ---------------------------------------------------------------------------------
 
 
-def count_created(task_type: str) -> None:
-    """A task was created; counted when the transaction commits (at once outside of one)."""
-    _on_commit({_field("created", task_type): 1})
+def count_created(task_type: str, n: int = 1) -> None:
+    """Tasks were created (n of one type); counted when the transaction commits (at once outside of one)."""
+    _on_commit({_field("created", task_type): n})
 
 
 def count_finished(changes: Iterable[tuple[str, str]]) -> None:
@@ -156,7 +211,7 @@ def observe_writer_batch(*, entries: int, seconds: float) -> None:
         counts[_field(name, "bucket", _le(bound))] = 1
         counts[_field(name, "count")] = 1
         floats[_field(name, "sum")] = value
-    _incr(counts, floats)
+    _pending.add(counts, floats)
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -164,6 +219,7 @@ def observe_writer_batch(*, entries: int, seconds: float) -> None:
 
 def read_counters() -> dict[tuple[str, ...], float]:
     """Every stored counter, by its parts: ("created", type), ("finished", type, status), ..."""
+    flush()  # this process's own counts too
     raw: dict[bytes, bytes] = _client().hgetall(key())  # type: ignore[assignment]
     out: dict[tuple[str, ...], float] = {}
     for name, value in raw.items():

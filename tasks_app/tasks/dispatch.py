@@ -4,14 +4,19 @@ telling a node that a run must stop."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import current_app
 from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from kombu.utils import json as kombu_json
 
 from tasks_app.errors import InvalidInput
 from tasks_app.families import registry as families
@@ -28,6 +33,10 @@ from workers.protocol.queues import EXECUTE_TASK, TASK_ID_HEADER, node_queue
 from workers.protocol.status import UNFINISHED, Status
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_KWARGS_REPR_MAX = 1024  # Celery's own bound (Task.kwargsrepr_maxsize)
+# kombu's JSON (what its Redis transport writes a message with); celery-types' stub of it is wrong.
+_kombu_dumps: Callable[[Any], str] = kombu_json.dumps  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -35,15 +44,57 @@ class Prepared:
     task_data: dict[str, Any]
     node: str = ""
     order_key: str = ""
+    pull: bool = False  # its node fetches its tasks itself: nothing is published to it
+
+    @property
+    def publish_on_commit(self) -> bool:
+        """Whether the create can publish its run straight after its commit, from what it inserted (no
+        read back): an executed task for a push node with no ordering key to wait for."""
+        return bool(self.node) and not self.pull and not self.order_key
 
 
 def executable(task_type: str) -> bool:
     return specs.get(task_type) is not None
 
 
-def prepare(*, task_type: str, task_data: dict[str, Any], node: str | None, task_id: str) -> Prepared:
+class Placement:
+    """What prepare() reads from the database to place tasks, remembered across the tasks of one request
+    (a bulk create asks once, not once per task): the registered nodes' transports, the node each
+    ordering key's latest task went to (the request's own earlier tasks included, as if each had
+    committed), and how many of the request's tasks each node got (least_loaded counts them)."""
+
+    def __init__(self) -> None:
+        self._transports: dict[str, str | None] = {}  # None: not registered
+        self._key_nodes: dict[str, str] = {}
+        self.assigned: Counter[str] = Counter()
+
+    def transports(self, names: list[str]) -> dict[str, str | None]:
+        unknown = [n for n in names if n not in self._transports]
+        if unknown:
+            found = dict(Node.objects.filter(name__in=unknown).values_list("name", "transport"))
+            self._transports.update((n, found.get(n)) for n in unknown)
+        return {n: self._transports[n] for n in names}
+
+    def key_node(self, key: str) -> str:
+        """The node of the latest task of this ordering key ("" if none)."""
+        if key not in self._key_nodes:
+            earlier = GlobalTask.objects.filter(order_key=key).exclude(node="").order_by("-created_ns")
+            self._key_nodes[key] = str(earlier.values_list("node", flat=True).first() or "")
+        return self._key_nodes[key]
+
+    def placed(self, key: str, node: str) -> None:
+        if key:
+            self._key_nodes[key] = node
+        self.assigned[node] += 1
+
+
+def prepare(
+    *, task_type: str, task_data: dict[str, Any], node: str | None, task_id: str, placement: Placement | None = None
+) -> Prepared:
     """Validate an executed task's payload, run its family's create-time checks, and pick its node,
-    which must be registered (as must every participant)."""
+    which must be registered (as must every participant). The tasks of one request (a bulk create)
+    share a `placement`; a single create gets a fresh one."""
+    placement = placement if placement is not None else Placement()
     spec = specs.get(task_type)
     if spec is None:
         raise InvalidInput(
@@ -60,45 +111,49 @@ def prepare(*, task_type: str, task_data: dict[str, Any], node: str | None, task
     if node and participants and node not in participants:
         raise InvalidInput(f"node: {node!r} does not take part in this task; choose one of {', '.join(participants)}")
     key = spec.order_key(data)
-    assigned = node or _ordered_node(key, participants) or _by_rule(task_type, participants)
+    assigned = (
+        node or _ordered_node(key, participants, placement) or _by_rule(task_type, participants, placement.assigned)
+    )
     if not assigned:
         raise InvalidInput(f"node: a {task_type} task must name the node to run on")
-    _require_registered(assigned, participants, explicit=bool(node))
-    return Prepared(data, assigned, key)
+    pull = _require_registered(assigned, participants, explicit=bool(node), placement=placement)
+    placement.placed(key, assigned)
+    return Prepared(data, assigned, key, pull)
 
 
-def _require_registered(assigned: str, participants: list[str], *, explicit: bool) -> None:
-    """A task for a node nobody registered would wait forever: refuse it now."""
-    names = list(dict.fromkeys([assigned, *participants]))
-    known = set(Node.objects.filter(name__in=names).values_list("name", flat=True))
-    missing = [n for n in names if n not in known]
+def _require_registered(assigned: str, participants: list[str], *, explicit: bool, placement: Placement) -> bool:
+    """A task for a node nobody registered would wait forever: refuse it now. Returns whether the
+    assigned node pulls its tasks (read in the same query)."""
+    known = placement.transports(list(dict.fromkeys([assigned, *participants])))
+    missing = [n for n, transport in known.items() if transport is None]
     if missing:
         field = "node" if explicit and missing[0] == assigned else "task_data"
         raise InvalidInput(f"{field}: node {missing[0]!r} is not registered; register it first (POST /api/v1/nodes/)")
+    return bool(known[assigned] == Node.Transport.PULL)
 
 
-def _ordered_node(key: str, participants: list[str]) -> str:
+def _ordered_node(key: str, participants: list[str], placement: Placement) -> str:
     """Whatever the rule, a task follows the node of the earlier tasks it depends on (if it may)."""
     if not key:
         return ""
-    earlier = GlobalTask.objects.filter(order_key=key).exclude(node="").order_by("-created_ns")
-    found = str(earlier.values_list("node", flat=True).first() or "")
+    found = placement.key_node(key)
     return found if found and (not participants or found in participants) else ""
 
 
-def _by_rule(task_type: str, participants: list[str]) -> str:
+def _by_rule(task_type: str, participants: list[str], uncommitted: Mapping[str, int]) -> str:
     rule = settings.TASKHUB_ASSIGNMENT.get(task_type, "first")
     if rule == "explicit":
         raise InvalidInput(f"node: {task_type} tasks are assigned explicitly; name the node to run on")
     if not participants:
         return ""
     if rule == "least_loaded":
-        return least_loaded(participants) or participants[0]
+        return least_loaded(participants, uncommitted) or participants[0]
     return participants[0]
 
 
-def least_loaded(candidates: list[str]) -> str:
-    """The online candidate with the fewest unfinished tasks (ties: the earlier in the list)."""
+def least_loaded(candidates: list[str], uncommitted: Mapping[str, int] | None = None) -> str:
+    """The online candidate with the fewest unfinished tasks (ties: the earlier in the list).
+    `uncommitted`: tasks per node that the caller is creating, not in the table yet."""
     online = set(
         Node.objects.filter(name__in=candidates, last_heartbeat__gte=online_cutoff()).values_list("name", flat=True)
     )
@@ -110,7 +165,10 @@ def least_loaded(candidates: list[str]) -> str:
         .annotate(n=Count("task_id"))
         .values_list("node", "n")
     )
-    return min((c for c in candidates if c in online), key=lambda c: (load.get(c, 0), candidates.index(c)))
+    extra = uncommitted or {}
+    return min(
+        (c for c in candidates if c in online), key=lambda c: (load.get(c, 0) + extra.get(c, 0), candidates.index(c))
+    )
 
 
 def publish(task_id: str) -> bool:
@@ -144,37 +202,160 @@ def _pull_nodes() -> QuerySet[Node, str]:
     return Node.objects.filter(transport=Node.Transport.PULL).values_list("name", flat=True)
 
 
-def _send_run(task_id: str, row: dict[str, Any]) -> bool:
-    kwargs: ExecuteKwargs = {
-        "task_id": task_id,
-        "run_id": row["run_id"],
-        "task_type": row["task_type"],
-        "task_data": row["task_data"],
-        "node": row["node"],
-        "attempt": row["attempts"],
+def publish_created(task: GlobalTask) -> bool:
+    """Publish the first run of a task this process has just created and committed (Prepared.
+    publish_on_commit), from the row it inserted: no read back, and dispatched_at was written by the
+    insert itself. A publish that fails clears it again, so that the sweep publishes the task within
+    TASKHUB_DISPATCH_GRACE_SECONDS; a process that dies before this runs leaves it to the sweep's
+    TASKHUB_REDISPATCH_SECONDS."""
+    row = {f: getattr(task, f) for f in _RUN_FIELDS}
+    if _send_run(task.task_id, row, record=False):
+        return True
+    GlobalTask.objects.filter(pk=task.task_id, run_id=task.run_id, task_status=Status.PENDING).update(
+        dispatched_at=None
+    )
+    return False
+
+
+def publish_created_many(tasks: Sequence[GlobalTask]) -> int:
+    """publish_created() for tasks created together (a bulk create): their runs sent in one round trip
+    to the broker, in creation order. If that fails, none counts as sent, and their dispatched_at is
+    cleared in one UPDATE for the sweep. Returns how many were sent."""
+    rows = [{"task_id": t.task_id, **{f: getattr(t, f) for f in _RUN_FIELDS}} for t in tasks]
+    if _send_runs(rows, record=False):
+        return len(rows)
+    for part in _chunks(rows):
+        GlobalTask.objects.filter(
+            pk__in=[r["task_id"] for r in part], run_id__in=[r["run_id"] for r in part], task_status=Status.PENDING
+        ).update(dispatched_at=None)
+    return 0
+
+
+def publish_many(task_ids: Sequence[str]) -> int:
+    """publish() for tasks created together (a bulk create): the same rules, read in a few queries, and
+    the runs due sent in one round trip to the broker, in creation order. Returns how many were sent."""
+    rows: list[dict[str, Any]] = []
+    for chunk in _chunks(list(task_ids)):
+        found = GlobalTask.objects.filter(pk__in=chunk, task_status=Status.PENDING).exclude(node="")
+        rows += [dict(r) for r in found.values("task_id", *_RUN_FIELDS)]
+    pull = set(_pull_nodes().filter(name__in={r["node"] for r in rows}))
+    rows = sorted((r for r in rows if r["node"] not in pull), key=lambda r: (r["created_ns"], r["task_id"]))
+    # Of one ordering key's tasks here, only the first can be its turn (the others wait for it), and only
+    # if nothing before it waits; publish_next sends the next one when it ends.
+    first: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["order_key"]:
+            first.setdefault(r["order_key"], r)
+    blocked = {
+        key
+        for key, r in first.items()
+        if order_key_blockers(task_id=r["task_id"], order_key=key, created_ns=r["created_ns"]).exists()
     }
+    due = [r for r in rows if not r["order_key"] or (first[r["order_key"]] is r and r["order_key"] not in blocked)]
+    return len(_send_runs(due)) if due else 0
+
+
+def _chunks(items: list[_T], size: int = 500) -> Iterator[list[_T]]:
+    """Bounded IN (...) lists (SQLite's limit on a statement's parameters)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _send_run(task_id: str, row: dict[str, Any], *, record: bool = True) -> bool:
+    return bool(_send_runs([{**row, "task_id": task_id}], record=record))
+
+
+def _send_runs(rows: list[dict[str, Any]], *, record: bool = True) -> list[str]:
+    """Send each row's run to its node's queue, all in one round trip to the broker; the task ids sent
+    (all or none). `record`: set their dispatched_at (else the caller's insert did)."""
+    first = rows[0]
     # A broker that failed moments ago is not tried again until the breaker's wait is over: an executed
     # create commits either way, and must not pay the broker's timeout on every request of an outage.
     broker = server_of(str(current_app.conf.broker_url))
     if not redis_breaker.allows(broker):
         log.info(
-            "task %s not published to %s: the broker failed moments ago (the sweep will retry)", task_id, row["node"]
+            "%s not published to %s: the broker failed moments ago (the sweep will retry)", _which(rows), first["node"]
         )
-        return False
+        return []
     try:
-        # The Celery id is the run id, so a cancel revokes exactly this run. One attempt (retry=False, and
-        # the server's broker settings bound it: taskhub/settings.py): the sweep is the retry.
-        current_app.send_task(
-            EXECUTE_TASK, task_id=row["run_id"], kwargs=dict(kwargs), headers={TASK_ID_HEADER: task_id}, retry=False
-        )
+        # celery-types declares the producer's context without __enter__: typed as Any here.
+        acquired: Any = current_app.producer_or_acquire()
+        declared: set[str] = set()
+        with acquired as producer, _one_round_trip(producer.channel, len(rows)):
+            for row in rows:
+                kwargs: ExecuteKwargs = {
+                    "task_id": row["task_id"],
+                    "run_id": row["run_id"],
+                    "task_type": row["task_type"],
+                    "task_data": row["task_data"],
+                    "node": row["node"],
+                    "attempt": row["attempts"],
+                }
+                # The Celery id is the run id, so a cancel revokes exactly this run. One attempt
+                # (retry=False, and the server's broker settings bound it: taskhub/settings.py): the
+                # sweep is the retry.
+                current_app.send_task(
+                    EXECUTE_TASK,
+                    task_id=row["run_id"],
+                    kwargs=dict(kwargs),
+                    headers={TASK_ID_HEADER: row["task_id"]},
+                    retry=False,
+                    producer=producer,
+                    # What logs and Flower show of the arguments. Celery's own (saferepr) cost more than
+                    # the rest of the publish together; JSON is as readable, and as bounded.
+                    argsrepr="()",
+                    kwargsrepr=json.dumps(kwargs, default=str)[:_KWARGS_REPR_MAX],
+                    # The node's queue declared once per batch (kombu would copy and bind it again for
+                    # every message only to find it cached); a queue needs no declaring to be sent to.
+                    declare=None if row["node"] not in declared else [],
+                )
+                declared.add(row["node"])
     except Exception as exc:  # kombu raises many kinds; any of them means "not published"
         if is_outage(exc):
             redis_breaker.failed(broker)
-        log.warning("publishing task %s to %s failed (the sweep will retry): %s", task_id, row["node"], exc)
-        return False
+        log.warning("publishing %s to %s failed (the sweep will retry): %s", _which(rows), first["node"], exc)
+        return []
     redis_breaker.succeeded(broker)
-    GlobalTask.objects.filter(pk=task_id, run_id=row["run_id"]).update(dispatched_at=now_ts())
-    return True
+    if record:
+        now = now_ts()
+        for part in _chunks(rows):
+            # Run ids are unique, so "task_id in these and run_id in these" is each task's own pair.
+            GlobalTask.objects.filter(
+                pk__in=[r["task_id"] for r in part], run_id__in=[r["run_id"] for r in part]
+            ).update(dispatched_at=now)
+    return [str(r["task_id"]) for r in rows]
+
+
+def _which(rows: list[dict[str, Any]]) -> str:
+    return f"task {rows[0]['task_id']}" if len(rows) == 1 else f"{len(rows)} tasks (task {rows[0]['task_id']} first)"
+
+
+@contextmanager
+def _one_round_trip(channel: Any, messages: int) -> Iterator[None]:
+    """Messages published on kombu's Redis channel inside the block go out in one pipeline when it ends,
+    instead of one LPUSH (one round trip) each. The channel's _put, the hook through which each kombu
+    virtual transport delivers a message, is replaced for the block by one that holds them: the message
+    and its queue are kombu's own, only the delivery is batched. Nothing is pushed if the block raises.
+    Any other transport publishes one by one, as it would anyway, and so does a single message (a round
+    trip either way): the common path, one create's publish, stays kombu's own."""
+    if messages < 2 or not all(hasattr(channel, a) for a in ("_q_for_pri", "conn_or_acquire", "_get_message_priority")):
+        yield
+        return
+    held: list[tuple[str, dict[str, Any]]] = []
+
+    def hold(queue: str, message: dict[str, Any], **_: Any) -> None:
+        held.append((queue, message))
+
+    channel._put = hold
+    try:
+        yield
+    finally:
+        del channel._put
+    with channel.conn_or_acquire() as client:
+        pipe = client.pipeline(transaction=False)
+        for queue, message in held:
+            pipe.lpush(channel._q_for_pri(queue, channel._get_message_priority(message)), _kombu_dumps(message))
+        pipe.execute()
 
 
 def publish_next(order_key: str) -> bool:

@@ -73,12 +73,20 @@ def task_list_page(
     qs = task_filter(task_type=task_type, task_status=task_status, updated_since=updated_since)
     if after is not None:
         ts, tid = decode_cursor(after)
-        qs = qs.filter(Q(task_create_timestamp__gt=ts) | Q(task_create_timestamp=ts, task_id__gt=tid))
+        qs = after_cursor(qs, "task_create_timestamp", ts, tid)
     rows = list(qs.order_by("task_create_timestamp", "task_id")[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1].task_create_timestamp, rows[-1].task_id) if more else None
     return Page(tasks=rows, next_cursor=next_cursor)
+
+
+def after_cursor(qs: QuerySet[GlobalTask], column: str, ts: int, task_id: str) -> QuerySet[GlobalTask]:
+    """The rows after (ts, task_id) in (column, task_id) order: `column >= ts AND (column > ts OR task_id >
+    task_id)`. The same rows as `column > ts OR (column = ts AND task_id > ...)`, but PostgreSQL can start
+    an index scan at `column >= ts`; with the OR alone it reads the filtered list from its first row and
+    drops rows up to the cursor, so a page deep in 10M rows took ~0.5 s instead of ~2 ms (docs/scaling.md)."""
+    return qs.filter(**{f"{column}__gte": ts}).filter(Q(**{f"{column}__gt": ts}) | Q(task_id__gt=task_id))
 
 
 def encode_cursor(ts: int, task_id: str) -> str:

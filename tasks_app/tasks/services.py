@@ -80,25 +80,15 @@ def task_create(
         if existing is not None:
             return _replayed(existing, fingerprint), False
     task_id = task_id or new_task_id()
-    if execute:
-        prepared = dispatch.prepare(task_type=task_type, task_data=task_data, node=node, task_id=task_id)
-    elif node:
-        raise InvalidInput('node: only an executed task runs on a node; ask for execution with "execute": true')
-    else:
-        prepared = dispatch.Prepared(task_data)
-    ts = now_ts()
-    task = GlobalTask(
+    task = new_task_row(
         task_id=task_id,
         task_type=task_type,
-        task_data=prepared.task_data,
+        task_data=task_data,
         task_status=task_status,
         task_status_data=task_status_data,
-        task_create_timestamp=ts,
-        task_update_timestamp=ts,
-        create_fingerprint=fingerprint,
-        node=prepared.node,
-        run_id=new_run_id() if execute else "",
-        order_key=prepared.order_key,
+        execute=execute,
+        node=node,
+        fingerprint=fingerprint,
     )
     outcome = task_transition(update=NewTask(task, source))
     if outcome.reason == EXISTS:
@@ -113,9 +103,53 @@ def task_create(
         # After commit, never before: a worker must not get an id the database doesn't have yet
         # (outside a transaction this runs at once: the insert has committed). If this process
         # dies first, the sweep publishes it (tasks_app/tasks/dispatch.py: sweep).
-        transaction.on_commit(partial(dispatch.publish, task.task_id))
+        if task.dispatched_at is not None:  # new_task_row: Prepared.publish_on_commit
+            transaction.on_commit(partial(dispatch.publish_created, task))
+        else:
+            transaction.on_commit(partial(dispatch.publish, task.task_id))
     metrics.count_created(task_type)  # counted on commit; never raises
     return task, True
+
+
+def new_task_row(
+    *,
+    task_id: str,
+    task_type: str,
+    task_data: dict[str, Any],
+    task_status: str,
+    task_status_data: dict[str, Any],
+    execute: bool,
+    node: str | None,
+    fingerprint: str,
+    placement: dispatch.Placement | None = None,
+) -> GlobalTask:
+    """The row a create inserts (not saved yet; task_create and the bulk create share it). An executed
+    task's payload is validated and checked, and it gets its node and its first run; InvalidInput,
+    naming the field, if it cannot. `placement`: shared by the tasks of one request (dispatch.prepare)."""
+    if execute:
+        prepared = dispatch.prepare(
+            task_type=task_type, task_data=task_data, node=node, task_id=task_id, placement=placement
+        )
+    elif node:
+        raise InvalidInput('node: only an executed task runs on a node; ask for execution with "execute": true')
+    else:
+        prepared = dispatch.Prepared(task_data)
+    ts = now_ts()
+    return GlobalTask(
+        task_id=task_id,
+        task_type=task_type,
+        task_data=prepared.task_data,
+        task_status=task_status,
+        task_status_data=task_status_data,
+        task_create_timestamp=ts,
+        task_update_timestamp=ts,
+        create_fingerprint=fingerprint,
+        node=prepared.node,
+        run_id=new_run_id() if execute else "",
+        order_key=prepared.order_key,
+        # Published straight after the commit: recorded by the insert, not by an UPDATE after.
+        dispatched_at=ts if prepared.publish_on_commit else None,
+    )
 
 
 def _replayed(existing: GlobalTask, fingerprint: str) -> GlobalTask:

@@ -74,11 +74,20 @@ def trim_upto(shard: int, last_id: str) -> None:
     client().xtrim(keys.stream_key(shard), minid=f"{ms}-{seq + 1}", approximate=False)
 
 
-def backlog() -> int:
-    """Entries in Redis over all shards: the ones not yet applied, plus any applied batch whose
-    trim was cut short by a writer dying right after its commit (the next batch trims those)."""
+def _lengths() -> list[int]:
     pipe = client().pipeline(transaction=False)
     for shard in range(keys.shard_count()):
         pipe.xlen(keys.stream_key(shard))
-    lengths: list[int] = pipe.execute()  # type: ignore[no-untyped-call]
-    return sum(lengths)
+    return pipe.execute()  # type: ignore[no-untyped-call,no-any-return]
+
+
+def nonempty_shards() -> list[int]:
+    """The shards that hold entries: not yet applied, or applied and not yet trimmed (a writer that died
+    between its commit and its trim; its next batch trims them)."""
+    return [shard for shard, length in enumerate(_lengths()) if length]
+
+
+def backlog() -> int:
+    """Entries in Redis over all shards: the ones not yet applied, plus any applied batch whose
+    trim was cut short by a writer dying right after its commit (the next batch trims those)."""
+    return sum(_lengths())

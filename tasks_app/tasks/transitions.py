@@ -27,7 +27,9 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import psycopg
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import JSONField, OuterRef, Subquery
 
 from tasks_app.families.registry import completion_hook
 from tasks_app.ops import metrics
@@ -43,6 +45,7 @@ __all__ = [
     "StatusUpdate",
     "task_transition",
     "task_transition_many",
+    "task_transition_new_many",
     "verdict_for",
 ]
 
@@ -77,6 +80,9 @@ class _State:
     order_key: str
     node: str
     run_id: str
+    # The time of its latest history row (epoch seconds; when asked for, else its task_update_timestamp):
+    # a change after it is never dated before it, whatever a reporter's clock says.
+    floor: float
     dirty: bool = False
     history: list[TaskStatusChange] = field(default_factory=list)
 
@@ -94,15 +100,21 @@ def task_transition_many(*, updates: Sequence[StatusUpdate]) -> list[Outcome]:
         return []
     with transaction.atomic():
         ids = sorted({u.task_id for u in updates})
-        rows = (
-            GlobalTask.objects.select_for_update()
-            .filter(task_id__in=ids)
-            .order_by("task_id")
-            .values_list(
-                "task_id", "task_status", "task_status_data", "task_type", "task_data", "order_key", "node", "run_id"
-            )
-        )
-        states = {row[0]: _State(*row[1:]) for row in rows}
+        rows = GlobalTask.objects.select_for_update().filter(task_id__in=ids).order_by("task_id")
+        fields = ["task_status", "task_status_data", "task_type", "task_data", "order_key", "node", "run_id"]
+        if any(u.at is not None for u in updates):
+            # Reports that say when they happened: dated no earlier than the task's latest history row (an
+            # index-only read of task_history_task_at per task).
+            latest = TaskStatusChange.objects.filter(task_id=OuterRef("pk")).order_by("-at", "-id").values("at")[:1]
+            rows = rows.annotate(latest_at=Subquery(latest))
+            fields.append("latest_at")
+        else:
+            fields.append("task_update_timestamp")
+        values = rows.values_list("task_id", *fields)
+        states = {
+            tid: _State(status, data, ttype, tdata, key, node, run, floor=_epoch(latest))
+            for tid, status, data, ttype, tdata, key, node, run, latest in values
+        }
         at = datetime.now(UTC)
         outcomes = [_apply(u, states.get(u.task_id), at) for u in updates]
         _write(states)
@@ -159,9 +171,10 @@ def _apply(u: StatusUpdate, state: _State | None, at: datetime) -> Outcome:
         state.dirty = True
         state.history.append(
             TaskStatusChange(
-                task_id=u.task_id, from_status=before, to_status=target, at=at, source=u.source[:128], run_id=run_id
+                task_id=u.task_id, from_status=before, to_status=target, at=_when(u, state, at),
+                source=u.source[:128], run_id=run_id,
             )
-        )
+        )  # fmt: skip
         if data is not None:
             state.status_data = data
     elif verdict is Verdict.SAME and u.status_data is not None and before not in TERMINAL:
@@ -170,6 +183,23 @@ def _apply(u: StatusUpdate, state: _State | None, at: datetime) -> Outcome:
         state.status_data = u.status_data
         state.dirty = True
     return Outcome(u.task_id, verdict, before, state.status)
+
+
+def _epoch(value: datetime | int | None) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value or 0)
+
+
+def _when(u: StatusUpdate, state: _State, applied: datetime) -> datetime:
+    """A change's time in the history: when it happened where it was reported (a node's report says),
+    else when it is applied. A reporter's clock is trusted only between the task's latest change and now,
+    so a skewed node cannot date a change before the one it follows, or in the future."""
+    if u.at is None:
+        return applied
+    at = min(datetime.fromtimestamp(max(u.at, state.floor), UTC), applied)
+    state.floor = at.timestamp()
+    return at
 
 
 def _screen(u: StatusUpdate, *, node: str, run_id: str) -> tuple[Verdict, str] | None:
@@ -240,23 +270,29 @@ def _write(states: dict[str, _State]) -> None:
     # The table name is our own constant; every value is a parameter.
     table = GlobalTask._meta.db_table
     if connection.vendor == "postgresql":
-        # One statement for the whole batch, parsed and planned once instead of once per row.
-        sql = (
+        # One statement for the whole batch, rows and history, parsed and planned once instead of once per
+        # row, and one round trip instead of two.
+        update = (
             f"UPDATE {table} AS t SET task_status = v.status, task_status_data = v.data, "  # noqa: S608
             "task_update_timestamp = %s "
             "FROM unnest(%s::text[], %s::text[], %s::jsonb[]) AS v(task_id, status, data) WHERE t.task_id = v.task_id"
         )
+        params: list[Any] = [
+            ts,
+            [tid for tid, _ in dirty],
+            [s.status for _, s in dirty],
+            [json.dumps(s.status_data, cls=json_field.encoder) for _, s in dirty],
+        ]
+        history = [h for _, s in dirty for h in s.history]
+        sql = update
+        if history:
+            sql = f"WITH u AS ({update}) {_HISTORY_INSERT}"
+            params += [
+                [h.task_id for h in history], [h.from_status for h in history], [h.to_status for h in history],
+                [h.at for h in history], [h.source for h in history], [h.run_id for h in history],
+            ]  # fmt: skip
         with connection.cursor() as cursor:
-            cursor.execute(
-                sql,
-                [
-                    ts,
-                    [tid for tid, _ in dirty],
-                    [s.status for _, s in dirty],
-                    [json.dumps(s.status_data, cls=json_field.encoder) for _, s in dirty],
-                ],
-            )
-        _write_history(dirty)
+            cursor.execute(sql, params)
         return
     sql = f"UPDATE {table} SET task_status = %s, task_status_data = %s, task_update_timestamp = %s "  # noqa: S608
     sql += "WHERE task_id = %s"
@@ -264,6 +300,12 @@ def _write(states: dict[str, _State]) -> None:
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)  # one round trip per batch on SQLite
     _write_history(dirty)
+
+
+_HISTORY_INSERT = (
+    f"INSERT INTO {TaskStatusChange._meta.db_table} (task_id, from_status, to_status, at, source, run_id) "  # noqa: S608
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[])"
+)
 
 
 def _write_history(dirty: list[tuple[str, _State]]) -> None:
@@ -275,50 +317,133 @@ def _write_history(dirty: list[tuple[str, _State]]) -> None:
 # --- creation ----------------------------------------------------------------------------------------
 
 
-def _create(new: NewTask) -> Outcome:
-    """Insert a task and its first history row, if its first status is allowed for its kind: an
-    executed task starts pending (its node reports the rest); a tracked record may start in any
-    status its caller gives, as the reference service allowed, except cancelling."""
-    task = new.task
-    if judge_initial(task.task_status, executed=bool(task.node)) is Verdict.REJECT:
-        why = (
-            f"an executed task starts 'pending' (its node reports the rest), not {task.task_status!r}"
-            if task.node
-            else "'cancelling' is set by a cancel, not written"
+def task_transition_new_many(*, news: Sequence[NewTask]) -> list[Outcome]:
+    """Creations, in the caller's transaction (or one of their own): each row and its first history row,
+    if its first status is allowed for its kind. One Outcome each, in order: APPLY if inserted; REJECT
+    with the reason if its first status is not allowed, or with EXISTS if its task_id is taken (by a
+    row in the table, or by an earlier one of these). A single create is a batch of one."""
+    outcomes: list[Outcome | None] = [None] * len(news)
+    todo: list[tuple[int, NewTask]] = []
+    seen: set[str] = set()
+    for i, new in enumerate(news):
+        task = new.task
+        why = _initial_refusal(task)
+        if why:
+            outcomes[i] = Outcome(task.task_id, Verdict.REJECT, "", task.task_status, why)
+        elif task.task_id in seen:
+            outcomes[i] = Outcome(task.task_id, Verdict.REJECT, "", task.task_status, EXISTS)
+        else:
+            seen.add(task.task_id)
+            todo.append((i, new))
+    inserted = _insert_with_history([new for _, new in todo], at=datetime.now(UTC)) if todo else set()
+    for i, new in todo:
+        task = new.task
+        ok = task.task_id in inserted
+        outcomes[i] = Outcome(
+            task.task_id, Verdict.APPLY if ok else Verdict.REJECT, "", task.task_status, "" if ok else EXISTS
         )
-        return Outcome(task.task_id, Verdict.REJECT, "", task.task_status, why)
-    at = datetime.now(UTC)
-    source = new.source[:128]
+    return [o for o in outcomes if o is not None]
+
+
+def _create(new: NewTask) -> Outcome:
+    return task_transition_new_many(news=[new])[0]
+
+
+def _initial_refusal(task: GlobalTask) -> str:
+    """Why a task may not start in its status ("" if it may): an executed task starts pending (its node
+    reports the rest); a tracked record may start in any status its caller gives, as the reference
+    service allowed, except cancelling."""
+    if judge_initial(task.task_status, executed=bool(task.node)) is not Verdict.REJECT:
+        return ""
+    if task.node:
+        return f"an executed task starts 'pending' (its node reports the rest), not {task.task_status!r}"
+    return "'cancelling' is set by a cancel, not written"
+
+
+def _insert_with_history(news: list[NewTask], *, at: datetime) -> set[str]:
+    """Insert the rows and their first history rows; the task_ids inserted (a taken one is skipped).
+    The ids must be distinct."""
     if connection.vendor == "postgresql":
-        inserted = _insert_with_history(task, at=at, source=source)  # one statement: atomic by itself
-    else:
+        return _insert_with_history_pg(news, at=at)  # one statement: atomic by itself
+    remaining = news
+    while remaining:
         try:
             with transaction.atomic():
-                task.save(force_insert=True)
-                TaskStatusChange.objects.create(
-                    task=task, from_status="", to_status=task.task_status, at=at, source=source, run_id=task.run_id
+                GlobalTask.objects.bulk_create([n.task for n in remaining])
+                TaskStatusChange.objects.bulk_create(
+                    TaskStatusChange(
+                        task_id=n.task.task_id,
+                        from_status="",
+                        to_status=n.task.task_status,
+                        at=at,
+                        source=n.source[:128],
+                        run_id=n.task.run_id,
+                    )
+                    for n in remaining
                 )
-            inserted = True
+            break
         except IntegrityError:
-            inserted = False
-    if not inserted:
-        return Outcome(task.task_id, Verdict.REJECT, "", task.task_status, EXISTS)
-    return Outcome(task.task_id, Verdict.APPLY, "", task.task_status)
+            # An id was taken since the caller looked (a concurrent create): skip the taken ones, insert
+            # the rest. Anything else that broke the insert is not ours to hide.
+            taken = _taken([n.task.task_id for n in remaining])
+            if not taken:
+                raise
+            remaining = [n for n in remaining if n.task.task_id not in taken]
+    return {n.task.task_id for n in remaining}
 
 
-def _insert_with_history(task: GlobalTask, *, at: datetime, source: str) -> bool:
-    """PostgreSQL: the task row and its first history row in one statement, so a create costs one
-    round trip instead of four (the ORM's two INSERTs inside BEGIN/COMMIT). False if the id exists."""
+def _taken(ids: list[str], chunk: int = 500) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), chunk):
+        found.update(GlobalTask.objects.filter(pk__in=ids[start : start + chunk]).values_list("task_id", flat=True))
+    return found
+
+
+def _insert_with_history_pg(news: list[NewTask], *, at: datetime) -> set[str]:
+    """PostgreSQL: the task rows and their first history rows in one statement, so a create costs one
+    round trip instead of four (the ORM's two INSERTs inside BEGIN/COMMIT). One row takes VALUES (the
+    single create's hot path: cheaper to bind); many take each column as one array parameter (unnest), one
+    statement parsed and planned once for a thousand rows, instead of a VALUES list of 14,000 parameters."""
     fields = list(GlobalTask._meta.concrete_fields)
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    values = [f.get_db_prep_save(f.pre_save(task, add=True), connection) for f in fields]
     history = TaskStatusChange._meta.db_table
-    sql = (
-        f"WITH t AS (INSERT INTO {GlobalTask._meta.db_table} ({columns}) "  # noqa: S608 (our own names)
-        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT (task_id) DO NOTHING RETURNING task_id) "
-        f"INSERT INTO {history} (task_id, from_status, to_status, at, source, run_id) "
-        "SELECT task_id, '', %s, %s, %s, %s FROM t RETURNING task_id"
-    )
+    # Every name in these statements is our own constant; every value is a parameter.
+    head = f"WITH t AS (INSERT INTO {GlobalTask._meta.db_table} ({columns}) "
+    if len(news) == 1:
+        task, source = news[0].task, news[0].source[:128]
+        values = [f.get_db_prep_save(f.pre_save(task, add=True), connection) for f in fields]
+        placeholders = ", ".join(["%s"] * len(fields))
+        sql = (
+            f"{head}VALUES ({placeholders}) ON CONFLICT (task_id) DO NOTHING RETURNING task_id) "  # noqa: S608
+            f"INSERT INTO {history} (task_id, from_status, to_status, at, source, run_id) "
+            "SELECT task_id, '', %s, %s, %s, %s FROM t RETURNING task_id"
+        )
+        params = [*values, task.task_status, at, source, task.run_id]
+    else:
+        arrays: list[list[Any]] = []
+        for f in fields:
+            values = [getattr(n.task, f.attname) for n in news]  # text and integers as the model holds them
+            arrays.append([json.dumps(v, cls=f.encoder) for v in values] if isinstance(f, JSONField) else values)
+        casts = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
+        sql = (
+            f"{head}SELECT * FROM unnest({casts}) ON CONFLICT (task_id) DO NOTHING "  # noqa: S608
+            "RETURNING task_id, task_status, run_id) "
+            f"INSERT INTO {history} (task_id, from_status, to_status, at, source, run_id) "
+            "SELECT t.task_id, '', t.task_status, %s, s.source, t.run_id "
+            "FROM t JOIN unnest(%s::text[], %s::text[]) AS s(task_id, source) USING (task_id) RETURNING task_id"
+        )
+        params = [*arrays, at, [n.task.task_id for n in news], [n.source[:128] for n in news]]
+        return {str(row[0]) for row in _server_bound(sql, params)}
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, task.task_status, at, source, task.run_id])
-        return cursor.fetchone() is not None
+        cursor.execute(sql, params)
+        return {str(row[0]) for row in cursor.fetchall()}
+
+
+def _server_bound(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """Run one statement with its parameters sent apart from it (server-side binding), in the current
+    transaction. Django's PostgreSQL cursors quote every value into the statement's text (client-side
+    binding), which for a thousand rows' arrays costs more than the insert itself."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()

@@ -61,21 +61,54 @@ class BatchResult:
 
 
 def ensure_offsets() -> None:
-    """One offset row per shard; cheap enough to run every pass, so a new shard count just works."""
+    """One offset row per shard (a shard's first batch makes its row too, if it is missing)."""
     StreamOffset.objects.bulk_create([StreamOffset(shard=s) for s in range(keys.shard_count())], ignore_conflicts=True)
 
 
+class _NoOffsetRow(Exception):
+    """The shard has no offset row yet (a new shard count, a new database)."""
+
+
+def _locked_offset(shard: int) -> StreamOffset | None:
+    """The shard's offset row, locked; None if another writer holds it. _NoOffsetRow if it is missing:
+    made then, outside the batch's transaction, rather than checked for on every pass."""
+    offset = StreamOffset.objects.select_for_update(skip_locked=True).filter(shard=shard).first()
+    if offset is None and not StreamOffset.objects.filter(shard=shard).exists():
+        raise _NoOffsetRow
+    return offset
+
+
+class _Refused(Exception):
+    """The database refused a batch applied whole (bad data that got past the API, not an outage)."""
+
+
 def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
-    """Apply the next batch of one shard. None if another writer holds it or it has nothing new."""
+    """Apply the next batch of one shard. None if another writer holds it or it has nothing new.
+
+    The batch is applied whole, with no savepoint (two round trips saved on every batch); if the
+    database refuses it, the transaction is rolled back and the same batch applied again entry by entry,
+    each in its own savepoint, dead-lettering what the database refuses."""
+    try:
+        try:
+            return _apply_shard_batch(shard, batch_size, careful=False)
+        except _NoOffsetRow:
+            ensure_offsets()
+            return _apply_shard_batch(shard, batch_size, careful=False)
+    except _Refused as exc:
+        log.error("shard %s: the database refused a batch (%s); applying it entry by entry", shard, exc.__cause__)
+        return _apply_shard_batch(shard, batch_size, careful=True)
+
+
+def _apply_shard_batch(shard: int, batch_size: int, *, careful: bool) -> BatchResult | None:
     started = time.perf_counter()
     with transaction.atomic():
-        offset = StreamOffset.objects.select_for_update(skip_locked=True).filter(shard=shard).first()
+        offset = _locked_offset(shard)
         if offset is None:
             return None
         entries = stream.read_after(shard, offset.last_id, batch_size)
         if not entries:
             return None
-        outcomes, dead = _apply_guarded(shard, entries)
+        outcomes, dead = _apply_guarded(shard, entries) if careful else _apply_whole(shard, entries)
         missing = sum(1 for o in outcomes if o.verdict is None)
         if missing:
             log.info("shard %s: %s update(s) for unknown or deleted tasks skipped", shard, missing)
@@ -92,7 +125,9 @@ def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
 
 
 def _apply(entries: list[Entry]) -> list[Outcome]:
-    outcomes = task_transition_many(updates=[_storable(e.update) for e in entries if e.update is not None])
+    # A node's report may fold several steps of its run into one entry: each is applied, with its own time.
+    updates = [u for e in entries if e.update is not None for u in _storable(e.update).unfolded()]
+    outcomes = task_transition_many(updates=updates)
     heartbeats = [e.heartbeat for e in entries if e.heartbeat is not None]
     if heartbeats:
         record_heartbeats(heartbeats)
@@ -109,24 +144,33 @@ def _storable(update: StatusUpdate) -> StatusUpdate:
     return replace(update, status_data=validation.repaired(update.status_data))
 
 
-def _apply_guarded(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:
-    """The batch in one savepoint; if the database refuses it (not an outage: bad data that got
-    past the API), entry by entry, dead-lettering what it refuses, so one poison entry cannot stop
-    a shard. Unreadable entries are dead-lettered too. An outage (OperationalError), or Redis not
-    taking a dead letter, aborts the batch, to be retried whole. Returns the outcomes and how many
-    entries were dead-lettered."""
+def _dead_letter_unreadable(shard: int, entries: list[Entry]) -> int:
     dead = 0
     for entry in entries:
         if entry.update is None and entry.heartbeat is None:
-            _dead_letter(shard, entry, UNREADABLE)
+            _dead_letter(shard, entry, UNREADABLE)  # idempotent: a batch tried twice letters it once
             dead += 1
+    return dead
+
+
+def _apply_whole(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:
+    """The batch in the shard's transaction. _Refused if the database refuses it (the caller rolls back
+    and tries again entry by entry); an outage (OperationalError) aborts it, to be retried whole."""
+    dead = _dead_letter_unreadable(shard, entries)
     try:
-        with transaction.atomic():
-            return _apply(entries), dead
+        return _apply(entries), dead
     except OperationalError:
         raise
     except DatabaseError as exc:
-        log.error("shard %s: the database refused a batch (%s); applying it entry by entry", shard, exc)
+        raise _Refused(str(exc)) from exc
+
+
+def _apply_guarded(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:
+    """Entry by entry, each in a savepoint, dead-lettering what the database refuses, so one poison
+    entry cannot stop a shard. Unreadable entries are dead-lettered too. An outage (OperationalError),
+    or Redis not taking a dead letter, aborts the batch, to be retried whole. Returns the outcomes and
+    how many entries were dead-lettered."""
+    dead = _dead_letter_unreadable(shard, entries)
     outcomes: list[Outcome] = []
     for entry in entries:
         try:
@@ -149,8 +193,8 @@ def _dead_letter(shard: int, entry: Entry, error: str) -> None:
 def run_once(batch_size: int | None = None) -> int:
     """One pass over every shard, in a random order so that writers spread out. Entries applied."""
     size = batch_size or settings.TASKHUB_WRITER_BATCH
-    ensure_offsets()
-    shards = list(range(keys.shard_count()))
+    # Only the shards with entries in Redis (one round trip), not a locked read of every offset row.
+    shards = stream.nonempty_shards()
     random.shuffle(shards)
     total = 0
     for shard in shards:

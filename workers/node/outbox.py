@@ -1,8 +1,8 @@
 """A node's outbox: every report, on local disk, until the update stream has it.
 
-A report is committed here (SQLite, `synchronous=FULL`: on disk before `put` returns) and only then
-sent, by the sender thread (workers/node/sender.py), which deletes it once Redis has answered XADD
-with an id. So an outcome survives a Redis outage of any length and a crash of the node worker: the
+A report is committed here (SQLite; a run's outcome with `synchronous=FULL`: on disk before `put`
+returns) and only then sent, by the sender thread (workers/node/sender.py), which deletes it once Redis
+has answered XADD with an id. So an outcome survives a Redis outage of any length and a crash of the node worker: the
 next worker on this data dir sends what the last one had not delivered.
 
 `seq` never repeats (AUTOINCREMENT), and reports go out in `seq` order, so one run's reports reach
@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from workers.protocol.messages import Origin, StatusUpdate
+from workers.protocol.status import TERMINAL
 
 FILENAME = "outbox.sqlite3"
 
@@ -52,14 +53,27 @@ class Outbox:
             # FULL, not WAL's usual NORMAL: a report must be on disk before anything else happens,
             # or a power cut could lose the outcome the message's acknowledgement gave up on.
             self._db.execute("PRAGMA synchronous=FULL")
+            self._full = True
             self._db.execute(_SCHEMA)
 
     def put(self, update: StatusUpdate) -> int:
-        """Keep one report, durably. Returns its sequence number."""
+        """Keep one report. Returns its sequence number.
+
+        A run's outcome (a final status) is on disk before this returns (synchronous=FULL: fsync'd), since
+        its message is acknowledged next. Any other report (received, in_progress) survives the worker's
+        crash but not a power cut (synchronous=NORMAL: no fsync), which costs nothing: the message of a run
+        without its outcome is not acknowledged, so the run is delivered again and reports again."""
         body = json.dumps({**asdict(update), "origin": update.origin.value}, separators=(",", ":"))
         with self._lock:
+            self._sync(full=update.status in TERMINAL)
             cursor = self._db.execute("INSERT INTO report (run_id, body) VALUES (?, ?)", (update.run_id, body))
         return int(cursor.lastrowid or 0)
+
+    def _sync(self, *, full: bool) -> None:
+        """Under the lock: FULL or NORMAL for the next commit (a commit in FULL syncs every earlier one)."""
+        if full != self._full:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            self._full = full
 
     def pending(self, limit: int = 1000) -> list[Pending]:
         """The oldest reports not yet delivered, oldest first."""
@@ -77,6 +91,8 @@ class Outbox:
         if not seqs:
             return
         with self._lock:
+            # Not synced: a delete lost to a power cut sends those reports again, which is harmless.
+            self._sync(full=False)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("DELETE FROM report WHERE seq = ?", [(s,) for s in seqs])
@@ -92,7 +108,8 @@ class Outbox:
 
 def _decode(body: str) -> StatusUpdate:
     fields = json.loads(body)
-    return StatusUpdate(**{**fields, "origin": Origin(fields["origin"])})
+    steps = tuple((str(status), float(at)) for status, at in fields.get("steps", ()))
+    return StatusUpdate(**{**fields, "origin": Origin(fields["origin"]), "steps": steps})
 
 
 _open: dict[Path, Outbox] = {}

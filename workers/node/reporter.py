@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from typing import Any
 
 from workers.node import identity, outbox, sender
@@ -24,8 +25,9 @@ def report(task_id: str, run_id: str, status: str, node: str, data: dict[str, An
     returns, the report is on disk and will reach the stream, whatever Redis does meanwhile, so the
     Celery task is never held up by an outage and its message may be acknowledged."""
     update = StatusUpdate(
-        task_id=task_id, status=status, status_data=data, source=f"node:{node}", run_id=run_id, origin=Origin.NODE
-    )
+        task_id=task_id, status=status, status_data=data, source=f"node:{node}", run_id=run_id, origin=Origin.NODE,
+        at=time.time(),  # the history's time for this step, however late it reaches the stream
+    )  # fmt: skip
     state = identity.state_dir()
     try:
         outbox.at(state).put(update)

@@ -21,17 +21,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import redis
 
 from workers.node import outbox as outboxes
 from workers.node.outbox import Outbox
-from workers.protocol import run_end
 from workers.protocol.backoff import backoff_seconds
-from workers.protocol.messages import StatusUpdate
+from workers.protocol.messages import Origin, StatusUpdate
 from workers.protocol.status import TERMINAL
-from workers.protocol.stream import push_updates
+from workers.protocol.stream import push_reports
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS = 0.2, 5.0  # Redis away: 0.2 s, 0.4 s
 
 
 def deliver(box: Outbox, limit: int = BATCH) -> int:
-    """Send the oldest pending reports (one read of their runs' end markers, one pipelined round trip
-    of XADDs), then forget them. Returns how many left the outbox. Raises redis.RedisError (they all
+    """Send the oldest pending reports (one round trip: each run's end marker read and the XADDs, in
+    Redis), then forget them. Returns how many left the outbox. Raises redis.RedisError (they all
     stay, to be sent again) or sqlite3.Error."""
     batch = box.pending(limit)
     if not batch:
@@ -53,19 +53,47 @@ def deliver(box: Outbox, limit: int = BATCH) -> int:
 
 
 def send(updates: list[StatusUpdate]) -> None:
-    """Push the updates whose runs may still report, in order. Raises redis.RedisError."""
-    ends = run_end.ends_of([u.run_id for u in updates])
-    allowed = [u for u in updates if _may_send(u, ends.get(u.run_id))]
-    if allowed:
-        push_updates(allowed)
-    if len(allowed) < len(updates):
-        log.info("dropped %s report(s) of runs the server has ended", len(updates) - len(allowed))
+    """Push the updates whose runs may still report, in order, folded (fold()), in one round trip that
+    reads each run's end marker and appends (workers/protocol/stream.py: push_reports). Raises
+    redis.RedisError."""
+    ids = push_reports(fold(updates))
+    dropped = sum(1 for i in ids if not i)
+    if dropped:
+        log.info("dropped %s report(s) of runs the server has ended", dropped)
 
 
-def _may_send(update: StatusUpdate, end: run_end.End | None) -> bool:
-    if end is run_end.End.VOID:
-        return False
-    return not (end is run_end.End.CANCEL and update.status not in TERMINAL)
+def fold(updates: list[StatusUpdate]) -> list[StatusUpdate]:
+    """One stream entry per run for the reports of a batch: a run's received, in_progress and outcome,
+    waiting together (a busy node, a Redis outage), go as one entry that carries the earlier steps with
+    their times, and the writer applies each of them (StatusUpdate.unfolded). An entry takes the place of
+    its run's first report: entries of other tasks may then be in a different order, which nothing
+    depends on; one task's are not. A step's own data is left out: the status after it replaces it, and
+    a repeated status (progress) keeps only the last one's data."""
+    out: list[StatusUpdate] = []
+    last: dict[str, int] = {}  # task_id -> its latest entry in `out`
+    for update in updates:
+        i = last.get(update.task_id)
+        before = out[i] if i is not None else None
+        if i is not None and before is not None and before.at is not None and _foldable(before, update):
+            steps = before.steps if before.status == update.status else (*before.steps, (before.status, before.at))
+            out[i] = replace(update, steps=(*steps, *update.steps))
+            continue
+        last[update.task_id] = len(out)
+        out.append(update)
+    return out
+
+
+def _foldable(before: StatusUpdate, after: StatusUpdate) -> bool:
+    return (
+        before.origin is Origin.NODE
+        and after.origin is Origin.NODE
+        and bool(before.run_id)
+        and before.run_id == after.run_id
+        and before.at is not None
+        and after.at is not None
+        and before.status not in TERMINAL  # nothing follows an outcome but a duplicate of it
+        and not (before.retry or after.retry)
+    )
 
 
 class Sender(threading.Thread):

@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, TypedDict
 
@@ -61,6 +62,18 @@ class StatusUpdate:
     # The run a node's report is about; a report for any other run than the task's current one is ignored.
     run_id: str = ""
     origin: Origin = Origin.CLIENT
+    # When the change happened where it was reported (epoch seconds; None: when a writer applies it), and
+    # the earlier statuses a node's report folds in, each with its own time (workers/node/sender.py: fold):
+    # one stream entry for a run's received, in_progress and outcome, and a history row for each of them.
+    at: float | None = None
+    steps: tuple[tuple[str, float], ...] = ()
+
+    def unfolded(self) -> list[StatusUpdate]:
+        """The updates this one stands for, in order: each folded step (no data of its own), then itself."""
+        if not self.steps:
+            return [self]
+        base = replace(self, status_data=None, steps=())
+        return [replace(base, status=status, at=at) for status, at in self.steps] + [replace(self, steps=())]
 
 
 @dataclass(frozen=True)
@@ -85,7 +98,33 @@ def encode_update(update: StatusUpdate) -> dict[str, str]:
         fields["run"] = update.run_id
     if update.origin is not Origin.CLIENT:
         fields["origin"] = update.origin.value
+    if update.at is not None:
+        fields["at"] = f"{update.at:.6f}"
+    if update.steps:
+        fields["steps"] = json.dumps([[status, round(at, 6)] for status, at in update.steps], separators=(",", ":"))
     return fields
+
+
+def _finite(x: float) -> float:
+    if not math.isfinite(x):
+        raise ValueError("not a time")
+    return float(x)
+
+
+def _steps(raw: bytes | None) -> tuple[tuple[str, float], ...]:
+    """Folded steps as sent: [[status, at], ...], each status a known one. ValueError otherwise."""
+    if raw is None:
+        return ()
+    steps = []
+    for item in json.loads(raw):
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], int | float)):
+            raise ValueError("not a folded step")
+        _finite(item[1])
+        status = canonical(str(item[0]))
+        if status is None:
+            raise ValueError("not a status")
+        steps.append((status, float(item[1])))
+    return tuple(steps)
 
 
 def encode_heartbeat(node: str, info: dict[str, Any]) -> dict[str, str]:
@@ -113,8 +152,10 @@ def decode_entry(stream_id: bytes | str, fields: dict[bytes, bytes]) -> Entry:
             source=fields.get(b"source", b"").decode(),
             run_id=fields.get(b"run", b"").decode(),
             origin=Origin(fields.get(b"origin", b"client").decode()),
+            at=_finite(float(fields[b"at"])) if b"at" in fields else None,
+            steps=_steps(fields.get(b"steps")),
         )
-    except (KeyError, UnicodeDecodeError, ValueError):
+    except (KeyError, UnicodeDecodeError, ValueError, TypeError):
         # Written by something other than push(); a poison entry must not stop the writers.
         return Entry(stream_id=sid)
     return Entry(stream_id=sid, update=update)

@@ -9,6 +9,7 @@ from typing import Any
 from workers.protocol import keys
 from workers.protocol.connection import client
 from workers.protocol.messages import StatusUpdate, encode_heartbeat, encode_update
+from workers.protocol.status import TERMINAL
 
 
 def _sid(stream_id: Any) -> str:
@@ -48,6 +49,59 @@ def push_updates(updates: Sequence[StatusUpdate]) -> list[str]:
         pipe.xadd(keys.stream_key(keys.shard_for(update.task_id)), fields)
     stream_ids: list[Any] = pipe.execute()  # type: ignore[no-untyped-call]
     return [_sid(stream_id) for stream_id in stream_ids]
+
+
+# A node's reports, each sent only if the server has not ended its run (workers/protocol/run_end.py): a
+# voided run reports nothing, a cancelled run only its outcome (and without the steps it folds). One round
+# trip for the check and the append, instead of a read of the runs' end markers and then the XADDs.
+# KEYS: per report, its run's end marker, then its shard. ARGV: per report, "1" if its status is final,
+# the folded steps ("" if none), the number of its other fields, then those fields.
+_REPORTS_LUA = """
+local out = {}
+local a = 1
+for i = 1, #KEYS, 2 do
+  local final, steps, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local fields = {}
+  for j = 1, n do fields[j] = ARGV[a + 2 + j] end
+  a = a + 3 + n
+  local ended = redis.call('GET', KEYS[i])
+  if ended == 'void' or (ended == 'cancel' and final ~= '1') then
+    out[#out + 1] = ''
+  else
+    if steps ~= '' and ended ~= 'cancel' then
+      fields[#fields + 1] = 'steps'
+      fields[#fields + 1] = steps
+    end
+    out[#out + 1] = redis.call('XADD', KEYS[i + 1], '*', unpack(fields))
+  end
+end
+return out
+"""
+
+
+def push_reports(updates: Sequence[StatusUpdate]) -> list[str]:
+    """Append a node's reports in one round trip, in order, skipping those of runs the server has ended.
+    Returns each one's stream id ("" for a skipped one); raises redis.RedisError, and then any prefix of
+    them may be in the stream already."""
+    if not updates:
+        return []
+    keys_: list[str] = []
+    argv: list[str] = []
+    for update in updates:
+        fields = encode_update(update)
+        steps = fields.pop("steps", "")
+        keys_ += [keys.run_end_key(update.run_id), keys.stream_key(keys.shard_for(update.task_id))]
+        argv += ["1" if update.status in TERMINAL else "0", steps, str(2 * len(fields))]
+        argv += [x for pair in fields.items() for x in pair]
+    redis_client = client()
+    global _reports_script
+    if _reports_script is None:
+        _reports_script = redis_client.register_script(_REPORTS_LUA)  # its SHA, computed once
+    ids: list[Any] = _reports_script(keys=keys_, args=argv, client=redis_client)
+    return [_sid(i) for i in ids]
+
+
+_reports_script: Any = None
 
 
 def push_heartbeat(node: str, info: dict[str, Any]) -> str:
