@@ -25,18 +25,20 @@ COUNTER = "taskhub-bench:bare:done"
 
 # set_as_current=False: the bench process also holds taskhub's app, which dispatch.publish finds
 # as celery.current_app; this app must not take its place.
+# The reliable setup every peer shares (bench.dcr_celery too): JSON, late acknowledgement that a lost
+# worker gives back, taskhub's prefetch and visibility timeout.
+RELIABLE: dict[str, Any] = {
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": PREFETCH,
+    "broker_transport_options": {"visibility_timeout": int(os.environ.get("TASKHUB_REDELIVERY_SECONDS") or 3600)},
+    "broker_connection_retry_on_startup": True,
+}
+
 app = Celery("bench_bare", broker=BROKER_URL, set_as_current=False)
-app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=PREFETCH,
-    broker_transport_options={"visibility_timeout": int(os.environ.get("TASKHUB_REDELIVERY_SECONDS") or 3600)},
-    task_default_queue=QUEUE_PREFIX,
-    broker_connection_retry_on_startup=True,
-)
+app.conf.update(**RELIABLE, task_ignore_result=True, task_default_queue=QUEUE_PREFIX)
 
 _counter = redis.Redis.from_url(BROKER_URL)
 

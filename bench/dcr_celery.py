@@ -9,12 +9,11 @@ database, beside taskhub's tables and apart from them. Broker settings as bench.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from celery import Celery
 
-from bench.bare_celery import BROKER_URL, PREFETCH
+from bench.bare_celery import BROKER_URL, RELIABLE
 
 SCHEMA = "bench_dcr"
 QUEUE_PREFIX = "bench.dcr"
@@ -29,17 +28,11 @@ APPLICATION_NAME = "bench-dcr"
 # as CONN_MAX_AGE says.
 app = Celery("bench_dcr", broker=BROKER_URL, set_as_current=False)
 app.conf.update(
-    task_serializer="json",
+    **RELIABLE,
     result_serializer="json",
-    accept_content=["json"],
     result_backend="django-db",
     task_track_started=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=PREFETCH,
-    broker_transport_options={"visibility_timeout": int(os.environ.get("TASKHUB_REDELIVERY_SECONDS") or 3600)},
     task_default_queue=QUEUE_PREFIX,
-    broker_connection_retry_on_startup=True,
 )
 
 

@@ -66,6 +66,10 @@ TASKHUB_NODE_NAME = env.str("TASKHUB_NODE_NAME", default="")
 TASKHUB_NODE_DATA_DIR = env.str("TASKHUB_NODE_DATA_DIR", default="")
 TASKHUB_NODE_CAPACITY_BLOCKS = env.int("TASKHUB_NODE_CAPACITY_BLOCKS", default=1024)
 TASKHUB_HEARTBEAT_SECONDS = env.float("TASKHUB_HEARTBEAT_SECONDS", default=5.0)
+# A node's sender, woken from idle by a report, waits this long for the run's next reports, so that a
+# short run's received, in_progress and outcome go to the stream as one entry in one round trip
+# (workers/node/sender.py); 0 sends each report at once.
+TASKHUB_REPORT_LINGER_MS = env.float("TASKHUB_REPORT_LINGER_MS", default=5.0)
 # A node whose last heartbeat is older than this is offline (and fails fan-out at once).
 TASKHUB_NODE_OFFLINE_SECONDS = env.int("TASKHUB_NODE_OFFLINE_SECONDS", default=20)
 # How long an initiator waits for the other participants' answers.

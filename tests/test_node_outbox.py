@@ -425,3 +425,40 @@ def test_a_node_that_dies_during_the_outage_reports_when_it_starts_again(stack: 
     stack.start_node()
     stack.wait(lambda: (stack.status(done_id), stack.status(failed_id)) == ("completed", "failed"), 45, "the ends")
     assert_ended_as_on_the_node(stack, done_id, failed_id)
+
+
+@pytest.mark.redis
+def test_one_round_trip_checks_each_runs_end_and_appends_what_may_go(redis_stream: redis.Redis) -> None:
+    """push_reports: a voided run's entry is skipped, a cancelled run's outcome goes without the steps it
+    folded (a cancelled run reports only how it ended), any other goes whole; ids say which."""
+    from workers.protocol.stream import push_reports
+
+    run_end.mark("run-void", run_end.End.VOID)
+    run_end.mark("run-cancel", run_end.End.CANCEL)
+
+    def folded(task_id: str, run_id: str, status: str) -> StatusUpdate:
+        return StatusUpdate(
+            task_id, status, {"s": status}, source="node:n1", run_id=run_id, origin=Origin.NODE, at=2.0,
+            steps=(("received", 1.0), ("in_progress", 1.5)),
+        )  # fmt: skip
+
+    ids = push_reports(
+        [
+            folded("tv", "run-void", "completed"),
+            folded("tc", "run-cancel", "cancelled"),
+            folded("tp", "run-cancel", "in_progress"),  # not how it ended: dropped
+            folded("tk", "run-ok", "completed"),
+        ]
+    )
+    assert [bool(i) for i in ids] == [False, True, False, True]
+    sent = {}
+    for shard in range(keys.shard_count()):
+        rows: list[Any] = redis_stream.xrange(keys.stream_key(shard))  # type: ignore[assignment]
+        for sid, fields in rows:
+            u = decode_entry(sid, fields).update
+            assert u is not None
+            sent[u.task_id] = (u.status, u.status_data, u.at, u.steps)
+    assert sent == {
+        "tc": ("cancelled", {"s": "cancelled"}, 2.0, ()),
+        "tk": ("completed", {"s": "completed"}, 2.0, (("received", 1.0), ("in_progress", 1.5))),
+    }

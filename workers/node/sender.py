@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import redis
+from django.conf import settings
 
 from workers.node import outbox as outboxes
 from workers.node.outbox import Outbox
@@ -110,7 +111,14 @@ class Sender(threading.Thread):
 
     def run(self) -> None:
         failures = 0
+        linger = float(settings.TASKHUB_REPORT_LINGER_MS) / 1000
+        woken = False
         while True:
+            if woken and linger > 0:
+                # Woken from idle by a report: the run's next ones (a no-op's in_progress and outcome come
+                # within milliseconds) join it, and go as one folded entry in one round trip (fold()).
+                self._stopping.wait(linger)
+            woken = False
             self._wake.clear()  # before reading: a report put after this wakes the wait below
             try:
                 sent = deliver(self.box)
@@ -131,7 +139,7 @@ class Sender(threading.Thread):
                 continue  # maybe more behind them
             if self._stopping.is_set():
                 break
-            self._wake.wait(IDLE_SECONDS)
+            woken = self._wake.wait(IDLE_SECONDS)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what is pending if Redis takes it within `timeout`, then end; the rest stays on disk."""
