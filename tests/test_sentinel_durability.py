@@ -384,6 +384,8 @@ def test_celery_publishes_through_the_sentinel_to_the_current_primary(servers: S
     sentinel = start_sentinel(servers, primary)
     publish(sentinel, "before")
     assert queued_marks(primary) == ["before"]
+    # Replication is asynchronous: the replica holds the first message before the primary goes.
+    wait_until(lambda: queued_marks(replica) == ["before"], 10, "the replica to have the first message")
 
     servers.signal("primary", signal.SIGKILL)
     servers.procs["primary"].wait()
