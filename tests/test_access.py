@@ -221,6 +221,17 @@ def test_operator_may_do_everything(operator_client: Client, tasks: dict[str, st
     assert operator_client.get("/api/v1/tasks/c1/node1").status_code == 200  # e.g. to debug a node
 
 
+def test_a_node_names_its_cluster_with_a_string(operator_client: Client) -> None:
+    """The schema says a string: 0 must not find a cluster named "0" (found by schemathesis)."""
+    assert post(operator_client, "/api/v1/clusters/", {"name": "0"}).status_code == 201
+    resp = post(operator_client, "/api/v1/nodes/", {"name": "n0", "cluster": 0})
+    assert resp.status_code == 400
+    assert resp.json() == {"cluster": ["Must be a name, as a JSON string."]}
+    assert not Node.objects.filter(name="n0").exists()
+    assert post(operator_client, "/api/v1/nodes/", {"name": "n0", "cluster": "0"}).status_code == 201
+    assert Node.objects.get(name="n0").cluster.name == "0"
+
+
 # --- service account -----------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from tasks_app.api.fields import TextField
+from tasks_app.api.fields import NameRelatedField, TextField
 from tasks_app.fleet.selectors import node_is_online
 from tasks_app.models import Cluster, Node, StorageUnit, Volume
 from workers.protocol.payload import NAME_RE
@@ -51,7 +51,7 @@ class NodeCreateSerializer(serializers.Serializer[dict[str, Any]]):
     """POST /api/v1/nodes/: register a node, a member at once or joining (the states a client may ask for)."""
 
     name = TextField(max_length=64)
-    cluster = serializers.SlugRelatedField(slug_field="name", queryset=Cluster.objects.all())
+    cluster = NameRelatedField(queryset=Cluster.objects.all())
     state = serializers.ChoiceField(
         choices=[Node.State.MEMBER, Node.State.JOINING],
         required=False,

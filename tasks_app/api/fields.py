@@ -26,3 +26,21 @@ class StrictBooleanField(serializers.BooleanField):
         if not isinstance(data, bool):
             self.fail("invalid", input=data)
         return data
+
+
+class NameRelatedField(serializers.SlugRelatedField[Any]):
+    """A related object named by its `name`, given as a JSON string only: DRF's SlugRelatedField looks up
+    whatever it gets, so `"cluster": 0` found a cluster named "0", against the schema's string."""
+
+    default_error_messages = {
+        **serializers.SlugRelatedField.default_error_messages,
+        "invalid": "Must be a name, as a JSON string.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(slug_field="name", **kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

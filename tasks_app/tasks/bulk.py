@@ -30,6 +30,7 @@ from tasks_app.errors import InvalidInput
 from tasks_app.ops import metrics
 from tasks_app.tasks import dispatch
 from tasks_app.tasks.models import GlobalTask, new_task_id
+from tasks_app.tasks.selectors import create_fingerprints
 from tasks_app.tasks.services import create_fingerprint, new_task_row
 from tasks_app.tasks.transitions import EXISTS, NewTask, task_transition_new_many
 from workers.protocol.status import Status, Verdict
@@ -53,6 +54,13 @@ class NewTaskSpec:
     task_status_data: dict[str, Any] = field(default_factory=dict)
     execute: bool = False
     node: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """What a create is made of (its fingerprint, and its row), its task_id aside."""
+        return {
+            "task_type": self.task_type, "task_data": self.task_data, "task_status": self.task_status,
+            "task_status_data": self.task_status_data, "execute": self.execute, "node": self.node,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,8 @@ def task_create_many(*, items: Sequence[NewTaskSpec | Refused], source: str = ""
             if item.task_id is not None:
                 first_use[item.task_id] = i
             specs.append((i, item))
-    fingerprints = {i: _fingerprint(spec) for i, spec in specs}
-    existing = _stored_fingerprints([s.task_id for _, s in specs if s.task_id is not None])
+    fingerprints = {i: create_fingerprint(**spec.body()) for i, spec in specs}
+    existing = create_fingerprints([s.task_id for _, s in specs if s.task_id is not None])
     placement = dispatch.Placement()
     rows: list[tuple[int, GlobalTask]] = []
     for i, spec in specs:
@@ -117,15 +125,7 @@ def task_create_many(*, items: Sequence[NewTaskSpec | Refused], source: str = ""
             continue
         try:
             row = new_task_row(
-                task_id=spec.task_id or new_task_id(),
-                task_type=spec.task_type,
-                task_data=spec.task_data,
-                task_status=spec.task_status,
-                task_status_data=spec.task_status_data,
-                execute=spec.execute,
-                node=spec.node,
-                fingerprint=fingerprints[i],
-                placement=placement,
+                task_id=spec.task_id or new_task_id(), **spec.body(), fingerprint=fingerprints[i], placement=placement
             )
         except InvalidInput as exc:
             results[i] = ItemResult(i, spec.task_id, errors=errors_from(exc.message))
@@ -136,34 +136,13 @@ def task_create_many(*, items: Sequence[NewTaskSpec | Refused], source: str = ""
         created, raced = _insert(rows, results, source)
         if raced:
             # Taken since they were read (a concurrent create): answered like a retried create, or a conflict.
-            stored = _stored_fingerprints([row.task_id for _, row in raced])
+            stored = create_fingerprints([row.task_id for _, row in raced])
             for i, row in raced:
                 results[i] = _replay(i, row.task_id, stored.get(row.task_id), row.create_fingerprint)
         _publish_on_commit(created)
         for task_type, n in Counter(t.task_type for t in created).items():
             metrics.count_created(task_type, n)  # counted on commit; never raises
     return [r for r in results if r is not None]
-
-
-def _fingerprint(spec: NewTaskSpec) -> str:
-    return create_fingerprint(
-        task_type=spec.task_type,
-        task_data=spec.task_data,
-        task_status=spec.task_status,
-        task_status_data=spec.task_status_data,
-        execute=spec.execute,
-        node=spec.node,
-    )
-
-
-def _stored_fingerprints(ids: list[str], chunk: int = 500) -> dict[str, str]:
-    """task_id -> create_fingerprint of those that exist, in one query per 500 ids (SQLite's limit on
-    a statement's parameters)."""
-    found: dict[str, str] = {}
-    for start in range(0, len(ids), chunk):
-        part = ids[start : start + chunk]
-        found.update(GlobalTask.objects.filter(pk__in=part).values_list("task_id", "create_fingerprint"))
-    return found
 
 
 def _replay(index: int, task_id: str, stored: str | None, fingerprint: str) -> ItemResult:

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from celery import current_app
@@ -24,7 +24,7 @@ from tasks_app.fleet.models import Node
 from tasks_app.fleet.selectors import online_cutoff
 from tasks_app.ops.breaker import is_outage, redis_breaker, server_of
 from tasks_app.tasks.models import GlobalTask, TaskStatusChange, now_ts
-from tasks_app.tasks.selectors import order_key_blockers
+from tasks_app.tasks.selectors import chunked, order_key_blockers
 from workers.protocol import run_end, specs
 from workers.protocol.errors import PayloadError
 from workers.protocol.messages import ExecuteKwargs
@@ -33,7 +33,6 @@ from workers.protocol.queues import EXECUTE_TASK, TASK_ID_HEADER, node_queue
 from workers.protocol.status import UNFINISHED, Status
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 _KWARGS_REPR_MAX = 1024  # Celery's own bound (Task.kwargsrepr_maxsize)
 # kombu's JSON (what its Redis transport writes a message with); celery-types' stub of it is wrong.
 _kombu_dumps: Callable[[Any], str] = kombu_json.dumps  # type: ignore[assignment]
@@ -175,26 +174,11 @@ def publish(task_id: str) -> bool:
     """Publish the current run of one pending task to its node's queue. Safe to call twice: the node
     runs a run once. A task waits while another task of its ordering key is before it and unfinished,
     or is running; publish_next releases it."""
-    row = _run_row(GlobalTask.objects.filter(pk=task_id, task_status=Status.PENDING))
-    if row is None:
-        return False
-    if (
-        row["order_key"]
-        and order_key_blockers(task_id=task_id, order_key=row["order_key"], created_ns=row["created_ns"]).exists()
-    ):
-        return False
-    if Node.objects.filter(name=row["node"], transport=Node.Transport.PULL).exists():
-        return False  # that node fetches its tasks itself (GET /api/v1/tasks/<cluster>/<node>)
-    return _send_run(task_id, row)
+    return publish_many([task_id]) == 1
 
 
 # What a run's message is made of (and what publish() checks before it sends one).
 _RUN_FIELDS = ("task_type", "task_data", "node", "attempts", "order_key", "created_ns", "run_id")
-
-
-def _run_row(qs: QuerySet[GlobalTask]) -> dict[str, Any] | None:
-    row = qs.exclude(node="").values(*_RUN_FIELDS).first()
-    return dict(row) if row is not None else None
 
 
 def _pull_nodes() -> QuerySet[Node, str]:
@@ -208,23 +192,17 @@ def publish_created(task: GlobalTask) -> bool:
     insert itself. A publish that fails clears it again, so that the sweep publishes the task within
     TASKHUB_DISPATCH_GRACE_SECONDS; a process that dies before this runs leaves it to the sweep's
     TASKHUB_REDISPATCH_SECONDS."""
-    row = {f: getattr(task, f) for f in _RUN_FIELDS}
-    if _send_run(task.task_id, row, record=False):
-        return True
-    GlobalTask.objects.filter(pk=task.task_id, run_id=task.run_id, task_status=Status.PENDING).update(
-        dispatched_at=None
-    )
-    return False
+    return publish_created_many([task]) == 1
 
 
 def publish_created_many(tasks: Sequence[GlobalTask]) -> int:
     """publish_created() for tasks created together (a bulk create): their runs sent in one round trip
     to the broker, in creation order. If that fails, none counts as sent, and their dispatched_at is
-    cleared in one UPDATE for the sweep. Returns how many were sent."""
+    cleared for the sweep. Returns how many were sent."""
     rows = [{"task_id": t.task_id, **{f: getattr(t, f) for f in _RUN_FIELDS}} for t in tasks]
     if _send_runs(rows, record=False):
         return len(rows)
-    for part in _chunks(rows):
+    for part in chunked(rows):
         GlobalTask.objects.filter(
             pk__in=[r["task_id"] for r in part], run_id__in=[r["run_id"] for r in part], task_status=Status.PENDING
         ).update(dispatched_at=None)
@@ -232,10 +210,11 @@ def publish_created_many(tasks: Sequence[GlobalTask]) -> int:
 
 
 def publish_many(task_ids: Sequence[str]) -> int:
-    """publish() for tasks created together (a bulk create): the same rules, read in a few queries, and
-    the runs due sent in one round trip to the broker, in creation order. Returns how many were sent."""
+    """publish() for several tasks (one, or a bulk create's): those still pending, for a node that does
+    not pull, and whose ordering key lets them run now, read in a few queries and sent in one round trip
+    to the broker, in creation order. Returns how many were sent."""
     rows: list[dict[str, Any]] = []
-    for chunk in _chunks(list(task_ids)):
+    for chunk in chunked(list(task_ids)):
         found = GlobalTask.objects.filter(pk__in=chunk, task_status=Status.PENDING).exclude(node="")
         rows += [dict(r) for r in found.values("task_id", *_RUN_FIELDS)]
     pull = set(_pull_nodes().filter(name__in={r["node"] for r in rows}))
@@ -253,12 +232,6 @@ def publish_many(task_ids: Sequence[str]) -> int:
     }
     due = [r for r in rows if not r["order_key"] or (first[r["order_key"]] is r and r["order_key"] not in blocked)]
     return len(_send_runs(due)) if due else 0
-
-
-def _chunks(items: list[_T], size: int = 500) -> Iterator[list[_T]]:
-    """Bounded IN (...) lists (SQLite's limit on a statement's parameters)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _send_run(task_id: str, row: dict[str, Any], *, record: bool = True) -> bool:
@@ -318,7 +291,7 @@ def _send_runs(rows: list[dict[str, Any]], *, record: bool = True) -> list[str]:
     redis_breaker.succeeded(broker)
     if record:
         now = now_ts()
-        for part in _chunks(rows):
+        for part in chunked(rows):
             # Run ids are unique, so "task_id in these and run_id in these" is each task's own pair.
             GlobalTask.objects.filter(
                 pk__in=[r["task_id"] for r in part], run_id__in=[r["run_id"] for r in part]

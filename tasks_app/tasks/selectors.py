@@ -5,14 +5,32 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db.models import Q, QuerySet
 
 from tasks_app.errors import InvalidInput, TaskNotFound
 from tasks_app.models import GlobalTask, TaskStatusChange
 from workers.protocol.status import RUNNING, TERMINAL, UNFINISHED
+
+_T = TypeVar("_T")
+IN_LIST_MAX = 500  # items per IN (...) list: SQLite bounds a statement's parameters
+
+
+def chunked(items: Sequence[_T], size: int = IN_LIST_MAX) -> Iterator[Sequence[_T]]:
+    """Bounded slices of `items`, for one IN (...) query each."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def create_fingerprints(task_ids: Sequence[str]) -> dict[str, str]:
+    """task_id -> create_fingerprint of those of these tasks that exist (a few queries, however many)."""
+    found: dict[str, str] = {}
+    for part in chunked(task_ids):
+        found.update(GlobalTask.objects.filter(pk__in=part).values_list("task_id", "create_fingerprint"))
+    return found
 
 
 def task_get(*, task_id: str) -> GlobalTask:

@@ -34,6 +34,7 @@ from django.db.models import JSONField, OuterRef, Subquery
 from tasks_app.families.registry import completion_hook
 from tasks_app.ops import metrics
 from tasks_app.tasks.models import GlobalTask, TaskStatusChange, now_ts
+from tasks_app.tasks.selectors import create_fingerprints
 from workers.protocol.messages import Origin, StatusUpdate
 from workers.protocol.status import TERMINAL, Status, Verdict, judge, judge_initial
 
@@ -385,18 +386,11 @@ def _insert_with_history(news: list[NewTask], *, at: datetime) -> set[str]:
         except IntegrityError:
             # An id was taken since the caller looked (a concurrent create): skip the taken ones, insert
             # the rest. Anything else that broke the insert is not ours to hide.
-            taken = _taken([n.task.task_id for n in remaining])
+            taken = set(create_fingerprints([n.task.task_id for n in remaining]))
             if not taken:
                 raise
             remaining = [n for n in remaining if n.task.task_id not in taken]
     return {n.task.task_id for n in remaining}
-
-
-def _taken(ids: list[str], chunk: int = 500) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(ids), chunk):
-        found.update(GlobalTask.objects.filter(pk__in=ids[start : start + chunk]).values_list("task_id", flat=True))
-    return found
 
 
 def _insert_with_history_pg(news: list[NewTask], *, at: datetime) -> set[str]:
