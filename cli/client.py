@@ -138,6 +138,7 @@ class Api:
                 method=method,
                 url=url,
                 retry_after=retry_after_seconds(resp.headers.get("retry-after")),
+                body=data,
             )
         if data is None and resp.content:
             raise ApiError(

@@ -26,10 +26,18 @@ class ApiError(CliError):
     """The server answered with an HTTP error status."""
 
     def __init__(
-        self, message: str, *, status_code: int, method: str, url: str, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status_code: int,
+        method: str,
+        url: str,
+        retry_after: float | None = None,
+        body: object = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.body = body  # the answer's JSON, for a command that shows more of it (a 409's lists)
         self.method = method
         self.url = url
         # Seconds from the answer's Retry-After (a 429 to a long poll), for callers that try again.

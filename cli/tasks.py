@@ -17,6 +17,7 @@ from cli import render
 from cli.client import MAX_PAGE_SIZE, collect
 from cli.common import DEFAULT_TIMEOUT, JsonOption, TimeoutOption, UrlOption, WatchOption, open_api
 from cli.errors import EXIT_FAILED
+from cli.nodes import parse_amounts, parse_pairs
 from cli.watch import task_path, watch_and_exit
 
 app = typer.Typer(help="Tasks: list, show, create, create-many, watch, retry, cancel.", no_args_is_help=True)
@@ -130,8 +131,26 @@ def show_task(
     if nodes is not None:
         out.print()
         out.print(nodes)
+    print_placement(task)
+    runs = render.runs_of(history)
+    if runs:
+        out.print()
+        out.print(render.runs_table(runs))
+        out.print()
+        out.print(render.timings_table(runs))
     out.print()
-    out.print(render.history_table(history))
+    out.print(render.history_table(history))  # last: scripts read the rows after its title
+
+
+def print_placement(task: dict[str, Any]) -> None:
+    """Where it runs and why: the rule, each candidate's load or why it was passed over, and any moves."""
+    out = render.console()
+    out.print(Text("\nPlacement", style="bold"))
+    out.print(render.placement_fields(task))
+    for part in (render.candidates_table(task), render.moves_table(task)):
+        if part is not None:
+            out.print()
+            out.print(part)
 
 
 @app.command("create")
@@ -149,6 +168,26 @@ def create_task(
     task_id: Annotated[
         str | None, typer.Option("--id", help="Choose the task id: repeating the same create is then safe.")
     ] = None,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label",
+            "-l",
+            metavar="KEY=VALUE",
+            help="Run only on a node with this label (constraints.labels); repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
+    needs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--need",
+            metavar="RESOURCE=N",
+            help="Run only on a node with N of this resource free, reserved while the task is unfinished "
+            "(constraints.capacity); repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
     watch: WatchOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     url: UrlOption = None,
@@ -162,6 +201,9 @@ def create_task(
         body["execute"] = False
     if task_id:
         body["task_id"] = task_id
+    constraints = task_constraints(labels or [], needs or [])
+    if constraints:
+        body["constraints"] = constraints
     with open_api(ctx, url) as api:
         answer = api.post(TASKS_PATH, body)
         task = answer.data
@@ -171,15 +213,31 @@ def create_task(
             else:
                 verb = "Created task" if answer.status_code == 201 else "Task already exists (same body):"
                 where = f", node {task['node']}" if task.get("node") else ""
-                render.console().print(
+                out = render.console()
+                out.print(
                     Text.assemble(
                         f"{verb} {task['task_id']} ({task.get('task_type')}, ",
                         render.status_text(task.get("task_status")),
                         f"{where})",
                     )
                 )
+                error = render.task_error(task.get("task_status_data"))
+                if error is not None:  # e.g. Unschedulable: no node may take it, and why each may not
+                    out.print(error)
         if watch:
             watch_and_exit(api, task, timeout=timeout, as_json=as_json)
+
+
+def task_constraints(labels: list[str], needs: list[str]) -> dict[str, Any]:
+    """--label and --need as the create's constraints ({} for none); the server checks names and amounts."""
+    constraints: dict[str, Any] = {}
+    wanted, _ = parse_pairs(labels, "--label")
+    if wanted:
+        constraints["labels"] = wanted
+    amounts, _ = parse_amounts(needs, "--need")
+    if amounts:
+        constraints["capacity"] = amounts
+    return constraints
 
 
 def read_tasks(source: str) -> list[Any]:

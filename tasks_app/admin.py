@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
-from tasks_app.errors import TaskhubError
-from tasks_app.fleet.selectors import node_is_online
+from tasks_app.errors import NodeBusy, TaskhubError
+from tasks_app.fleet.placement import parse_capacity, parse_labels
+from tasks_app.fleet.scheduling import node_cordon, node_drain, node_uncordon
+from tasks_app.fleet.selectors import Load, node_holdings, node_is_online, node_loads, node_unfinished_tasks
+from tasks_app.fleet.services import node_create, node_delete, node_update
 from tasks_app.models import BlockAllocation, Cluster, GlobalTask, Node, StorageUnit, TaskStatusChange, Vdag, Volume
+from tasks_app.ops.dashboard_selectors import node_resources, scheduling_state
 from tasks_app.tasks import dispatch, services, validation
 from tasks_app.tasks.models import new_task_id
+from tasks_app.tasks.timings import RunTiming, run_timings, total_time
 from workers.protocol.status import Status, Verdict, judge, judge_initial
 
 
@@ -96,6 +106,142 @@ class GlobalTaskForm(forms.ModelForm[GlobalTask]):
         return data
 
 
+def _when(epoch: Any) -> str:
+    if isinstance(epoch, int | float) and not isinstance(epoch, bool):
+        try:
+            return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except (OverflowError, OSError, ValueError):
+            pass
+    return str(epoch)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _pairs(mapping: Any, sep: str) -> str:
+    """{"disk": "ssd"} as disk=ssd, escaped."""
+    items = sorted((str(k), str(v)) for k, v in _dict(mapping).items())
+    return format_html_join(", ", "<code>{}" + sep + "{}</code>", items) if items else "none"
+
+
+def constraints_html(constraints: Any) -> str:
+    c = _dict(constraints)
+    if not c:
+        return "none"
+    return format_html("labels: {}<br>capacity: {}", _pairs(c.get("labels"), "="), _pairs(c.get("capacity"), ": "))
+
+
+def _candidate_row(entry: Any) -> tuple[Any, ...]:
+    e = _dict(entry)
+    if "passed_over" in e:
+        return (e.get("node", ""), "", "", "", format_html("passed over: {}", e["passed_over"]))
+    online = "" if "online" not in e else ("online" if e["online"] is True else "offline")
+    share = e.get("free_share", "")
+    return (e.get("node", ""), online, e.get("unfinished", ""), share, "may take it")
+
+
+def placement_html(placement: Any) -> str:
+    """GlobalTask.placement (tasks_app/fleet/placement.py) as a short summary, a candidates table and
+    the moves. Any shape is shown (an older or hand-written record), never trusted to be well formed."""
+    p = _dict(placement)
+    if not p:
+        return "none recorded (a tracked task, or one placed before placement was recorded)"
+    head = format_html(
+        "rule: <strong>{}</strong>; node: <strong>{}</strong>; at {}",
+        p.get("rule", "?"), p.get("node", "") or "none", _when(p.get("at")),
+    )  # fmt: skip
+    parts = [head]
+    if p.get("outcome"):
+        parts.append(format_html("<br>outcome: <strong>{}</strong>", p["outcome"]))
+    if p.get("order_key"):
+        parts.append(format_html("<br>ordering key: <code>{}</code>", p["order_key"]))
+    key_node = _dict(p.get("order_key_node"))
+    if key_node:
+        parts.append(
+            format_html(
+                "<br>its ordering key's node {} was passed over: {}",
+                key_node.get("node", ""),
+                key_node.get("passed_over", ""),
+            )
+        )
+    if p.get("reassigned_from"):
+        parts.append(format_html("<br>reassigned from {} (it went offline)", p["reassigned_from"]))
+    candidates = _list(p.get("candidates"))
+    if candidates:
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", map(_candidate_row, candidates)
+        )
+        parts.append(
+            format_html(
+                '<table class="taskhub-candidates"><caption>candidates</caption><thead><tr><th>node</th>'
+                "<th>online</th><th>unfinished</th><th>free share</th><th>verdict</th></tr></thead>"
+                "<tbody>{}</tbody></table>",
+                rows,
+            )
+        )
+    moves = [_dict(m) for m in _list(p.get("moves"))]
+    if moves:
+        items = ((m.get("from", ""), m.get("to", ""), _when(m.get("at")), m.get("by", "")) for m in moves)
+        parts.append(format_html("moves:<ul>{}</ul>", format_html_join("", "<li>{} &rarr; {} at {} ({})</li>", items)))
+    return format_html_join("", "{}", ((part,) for part in parts))
+
+
+def _took(value: timedelta | None) -> str:
+    if value is None:
+        return "-"
+    seconds = value.total_seconds()
+    if abs(seconds) < 60:
+        return f"{seconds:.3f} s"
+    minutes, rest = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{int(minutes)} min {rest:.1f} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{int(hours)} h {int(minutes)} min {rest:.0f} s"
+
+
+def _at(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if value is not None else "-"
+
+
+def _run_row(number: int, run: RunTiming) -> tuple[Any, ...]:
+    return (
+        number,
+        run.run_id or "(none)",
+        format_html("{} at {}<br><small>{}</small>", run.began, _at(run.began_at), run.began_by),
+        " → ".join(run.statuses),
+        run.outcome,
+        _took(run.queue_wait),
+        _took(run.received_to_in_progress),
+        _took(run.run_time),
+        _took(run.end_to_end),
+    )
+
+
+def runs_html(runs: list[RunTiming]) -> str:
+    """A task's runs (attempts) with the time each step took (tasks_app/tasks/timings.py)."""
+    if not runs:
+        return "no history"
+    rows = format_html_join(
+        "",
+        '<tr class="taskhub-run"><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>'
+        '<td class="queue-wait">{}</td><td>{}</td><td class="run-time">{}</td><td class="end-to-end">{}</td></tr>',
+        (_run_row(i, run) for i, run in enumerate(runs, 1)),
+    )
+    return format_html(
+        '<table class="taskhub-runs"><thead><tr><th>#</th><th>run</th><th>began</th><th>statuses</th>'
+        "<th>outcome</th><th>queue wait (to received)</th><th>received &rarr; in_progress</th>"
+        "<th>run time (in_progress &rarr; final)</th><th>end to end</th></tr></thead><tbody>{}</tbody></table>"
+        '<p class="taskhub-total">all runs, first start to final: {}</p>',
+        rows,
+        _took(total_time(runs)),
+    )
+
+
 class TaskStatusChangeInline(admin.TabularInline[TaskStatusChange, GlobalTask]):
     model = TaskStatusChange
     fields = ("at", "from_status", "to_status", "run_id", "source")
@@ -114,12 +260,18 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
     list_display = ["task_id", "task_type", "task_status", "node", "task_create_timestamp", "task_update_timestamp"]
     list_filter = ["task_type", "task_status", "node"]
     search_fields = ["task_id"]
-    readonly_fields = ["task_id", "node", "run_id", "attempts", "task_create_timestamp", "task_update_timestamp"]
+    readonly_fields = [
+        "task_id", "node", "run_id", "attempts", "task_create_timestamp", "task_update_timestamp",
+        "placement_display", "constraints_display", "runs_display",
+    ]  # fmt: skip
     fields = [
         "task_id",
         "node",
+        "placement_display",
+        "constraints_display",
         "run_id",
         "attempts",
+        "runs_display",
         "task_type",
         "task_status",
         "task_data",
@@ -153,6 +305,21 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
                 messages.warning(request, exc.message)
         for what, count in done.items():
             messages.success(request, f"{count} task(s) {what}.")
+
+    # --- why it runs where it does, and how long each run took: read-only, computed from stored
+    # records (task data and placement are whatever clients and nodes sent: everything is escaped) ---
+
+    @admin.display(description="placement")
+    def placement_display(self, obj: GlobalTask) -> str:
+        return placement_html(obj.placement)
+
+    @admin.display(description="constraints")
+    def constraints_display(self, obj: GlobalTask) -> str:
+        return constraints_html(obj.constraints)
+
+    @admin.display(description="runs and timings")
+    def runs_display(self, obj: GlobalTask) -> str:
+        return runs_html(run_timings(obj.task_id))
 
     _ADD_FIELDS = ("task_type", "task_status", "task_data", "task_status_data", "execute", "node")
 
@@ -211,16 +378,214 @@ class ClusterAdmin(admin.ModelAdmin[Cluster]):
     search_fields = ["name"]
 
 
+class NodeForm(forms.ModelForm[Node]):
+    """Add: a node's record (tasks_app.fleet.services.node_create). Change: its labels, capacity and
+    transport only (node_update); its state and scheduling change through tasks and the actions."""
+
+    class Meta:
+        model = Node
+        fields = ["name", "cluster", "state", "transport", "labels", "capacity"]
+        field_classes = {"labels": JSONFormField, "capacity": JSONFormField}
+        help_texts = {
+            "labels": 'What tasks\' constraints match, e.g. {"disk": "ssd", "zone": "a"}.',
+            "capacity": 'What it offers per resource, whole numbers, e.g. {"slots": 4}; "blocks" here '
+            "overrides what its worker reports.",
+        }
+
+    # The API's checks (tasks_app/fleet/placement.py): the message names the field.
+    def clean_labels(self) -> dict[str, str]:
+        value = self.cleaned_data["labels"]
+        return dict(_checked(parse_labels, {} if value is None else value, "labels"))
+
+    def clean_capacity(self) -> dict[str, int]:
+        value = self.cleaned_data["capacity"]
+        return dict(_checked(parse_capacity, {} if value is None else value, "capacity"))
+
+
+class NodeChangeList(ChangeList):
+    """Reads the loads of the page's nodes in one go (node_loads), for the columns that show them."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        page = list(self.result_list)  # evaluates (and caches) the page's query
+        loads = node_loads([node.name for node in page])
+        for node in page:
+            setattr(node, _LOAD, loads[node.name])
+
+
+_LOAD = "_taskhub_load"
+
+
+def _load(node: Node) -> Load:
+    found = getattr(node, _LOAD, None)
+    return found if isinstance(found, Load) else node_loads([node.name])[node.name]
+
+
+def _busy(node: Node) -> NodeBusy | None:
+    """What node_delete would refuse for, told before the confirmation page (which would otherwise
+    offer a delete it then refuses, or list protected rows without saying what to do)."""
+    unfinished = node_unfinished_tasks(node=node.name)
+    held = node_holdings(node)
+    if not unfinished and not held:
+        return None
+    return NodeBusy(node.name, [f"task {t} ({ty}, {st})" for t, ty, st in unfinished], held)
+
+
+def _busy_message(exc: NodeBusy) -> str:
+    extra: dict[str, Any] = exc.extra or {}
+    items = [*_list(extra.get("unfinished_tasks")), *_list(extra.get("holds"))]
+    return format_html("{}<ul>{}</ul>", exc.message, format_html_join("", "<li>{}</li>", ((i,) for i in items)))
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin[Node]):
-    list_display = ["name", "cluster", "state", "transport", "online", "last_heartbeat", "capacity_blocks"]
-    list_filter = ["cluster", "state", "transport"]
+    form = NodeForm
+    list_display = [
+        "name", "cluster", "state", "scheduling_state", "transport", "online", "labels_display",
+        "capacity_display", "unfinished_tasks", "last_heartbeat",
+    ]  # fmt: skip
+    list_filter = ["cluster", "state", "scheduling", "transport"]
     search_fields = ["name"]
-    readonly_fields = ["last_heartbeat", "data_dir"]
+    actions = ["cordon_nodes", "drain_nodes", "uncordon_nodes"]
+    _EDITABLE = ("transport", "labels", "capacity")
+    _ADD_FIELDS = ("name", "cluster", "state", "transport", "labels", "capacity")
+    fields = [
+        "name", "cluster", "state", "scheduling_state", "online", "transport", "labels", "capacity",
+        "capacity_display", "unfinished_tasks", "registered_at", "last_heartbeat", "offline_since",
+        "capacity_blocks", "data_dir", "user",
+    ]  # fmt: skip
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return NodeChangeList
+
+    def get_fields(self, request: HttpRequest, obj: Node | None = None) -> Any:
+        return list(self._ADD_FIELDS) if obj is None else super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Node | None = None) -> Any:
+        return [] if obj is None else [f for f in self.fields or () if f not in self._EDITABLE]
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        # Bulk delete would skip node_delete's checks (and report deletions it refused): one at a time.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
 
     @admin.display(boolean=True)
     def online(self, obj: Node) -> bool:
         return node_is_online(obj)
+
+    @admin.display(description="scheduling", ordering="scheduling")
+    def scheduling_state(self, obj: Node) -> str:
+        return scheduling_state(obj, _load(obj))
+
+    @admin.display(description="labels")
+    def labels_display(self, obj: Node) -> str:
+        labels = obj.labels if isinstance(obj.labels, dict) else {}
+        if not labels:
+            return "-"
+        return format_html_join(" ", "<code>{}={}</code>", sorted((str(k), str(v)) for k, v in labels.items()))
+
+    @admin.display(description="capacity (reserved / total)")
+    def capacity_display(self, obj: Node) -> str:
+        found = node_resources(obj, _load(obj))
+        if not found:
+            return "-"
+        rows = ((r.name, r.reserved, "none" if r.total is None else r.total) for r in found)
+        return format_html_join(", ", "{}&nbsp;{}&nbsp;/&nbsp;{}", rows)
+
+    @admin.display(description="unfinished tasks")
+    def unfinished_tasks(self, obj: Node) -> int:
+        return _load(obj).unfinished
+
+    # --- taking nodes out of service and back: the services in tasks_app/fleet/scheduling.py ---
+
+    @admin.action(description="Cordon selected nodes (no new tasks)", permissions=["change"])
+    def cordon_nodes(self, request: HttpRequest, queryset: Any) -> None:
+        done = [node_cordon(node=node) for node in queryset]
+        self._said(request, done)
+
+    @admin.action(description="Uncordon selected nodes (schedulable again)", permissions=["change"])
+    def uncordon_nodes(self, request: HttpRequest, queryset: Any) -> None:
+        done = [node_uncordon(node=node) for node in queryset]
+        self._said(request, done)
+
+    @admin.action(description="Drain selected nodes (cordon, move their pending tasks away)", permissions=["change"])
+    def drain_nodes(self, request: HttpRequest, queryset: Any) -> None:
+        source = f"admin by {request.user.get_username()}"
+        for node in queryset:
+            report = node_drain(node=node, source=source)
+            messages.success(
+                request,
+                f"{node.name}: draining; {len(report.moved)} pending task(s) moved, {len(report.stayed)} stayed, "
+                f"{len(report.running)} running there until they finish.",
+            )
+            if report.stayed:
+                stayed = ((s.get("task_id", ""), s.get("reason", "")) for s in report.stayed[:20])
+                messages.warning(
+                    request,
+                    format_html(
+                        "{}: these pending tasks stayed:<ul>{}</ul>",
+                        node.name,
+                        format_html_join("", "<li>{}: {}</li>", stayed),
+                    ),
+                )
+
+    def _said(self, request: HttpRequest, nodes: list[Node]) -> None:
+        by_state: dict[str, list[str]] = {}
+        for node in nodes:
+            by_state.setdefault(str(node.scheduling), []).append(node.name)
+        for state, names in by_state.items():
+            messages.success(request, f"Now {state}: {', '.join(names)}.")
+
+    # --- add, change and delete through tasks_app/fleet/services.py ---
+
+    def save_model(self, request: HttpRequest, obj: Node, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        try:
+            if not change:
+                node = node_create(
+                    cluster=data["cluster"], name=data["name"], transport=data["transport"], state=data["state"],
+                    labels=data["labels"], capacity=data["capacity"],
+                )  # fmt: skip
+                obj.pk, obj._state.adding = node.pk, False
+                return
+            edits = {name: data[name] for name in self._EDITABLE if name in form.changed_data}
+            if edits:
+                node_update(node=obj, **edits)
+        except TaskhubError as exc:
+            messages.error(request, exc.message)
+            setattr(request, _REFUSED, True)  # read by response_add / response_change
+
+    def response_add(self, request: HttpRequest, obj: Node, post_url_continue: str | None = None) -> HttpResponse:
+        if getattr(request, _REFUSED, False):
+            return HttpResponseRedirect(request.path)
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request: HttpRequest, obj: Node) -> HttpResponse:
+        if getattr(request, _REFUSED, False):
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None) -> Any:
+        node = self.get_object(request, unquote(object_id))
+        if node is not None and self.has_delete_permission(request, node):
+            busy = _busy(node)
+            if busy is not None:
+                messages.error(request, _busy_message(busy))
+                return HttpResponseRedirect(reverse("admin:tasks_app_node_change", args=[node.pk]))
+        return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request: HttpRequest, obj: Node) -> None:
+        try:
+            node_delete(node=obj)
+        except NodeBusy as exc:  # a task landed on it since the check in delete_view
+            messages.error(request, _busy_message(exc))
+            setattr(request, _REFUSED, True)
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id: Any) -> HttpResponse:
+        if getattr(request, _REFUSED, False):
+            return HttpResponseRedirect(reverse("admin:tasks_app_node_change", args=[obj_id]))
+        return super().response_delete(request, obj_display, obj_id)
 
 
 @admin.register(Volume)

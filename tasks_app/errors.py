@@ -3,6 +3,7 @@
 
 class TaskhubError(Exception):
     http_status = 400
+    extra: dict[str, object] | None = None  # more of the answer's body, beside its "detail"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -31,6 +32,21 @@ class AlreadyExists(TaskhubError):
     """A create named a cluster or node that exists (creating it again would overwrite what it holds)."""
 
     http_status = 409
+
+
+class NodeBusy(TaskhubError):
+    """A node cannot be removed: it has unfinished tasks, or holds records that name it. The answer lists
+    them (`extra`), so that an operator knows what to cancel, move or delete first."""
+
+    http_status = 409
+
+    def __init__(self, node: str, tasks: list[str], held: list[str]) -> None:
+        what = [f"{len(tasks)}{'+' if len(tasks) >= 20 else ''} unfinished task(s)"] if tasks else []
+        super().__init__(
+            f"Node {node!r} cannot be removed while it has {' and '.join([*what, *held])}: drain it "
+            "(taskhub node drain) and let its tasks finish, and delete what it holds first"
+        )
+        self.extra = {"unfinished_tasks": tasks, "holds": held}
 
 
 class UpdateQueueUnavailable(TaskhubError):

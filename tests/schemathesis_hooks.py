@@ -17,7 +17,8 @@ MAX_WAIT = 0.2
 
 # What a schema-valid request may be refused for, by nature, where the refusal is a 400:
 # - `after`: an opaque cursor (base64 of a position) is one only if this server issued it;
-# - creating an executed task (`execute: true`, or naming a `node`): the task type must be executable,
+# - creating an executed task (`execute: true`, naming a `node`, or stating `constraints`): the task type
+#   must be executable,
 #   task_data must be that type's payload, and the node one of its participants; rules of each type
 #   (tasks_app/families/) that the generic create's schema cannot carry;
 # - POST /api/v1/nodes/ naming a cluster (by name) that does not exist.
@@ -26,7 +27,13 @@ _CREATES = {("POST", "/task"), ("POST", "/api/v1/tasks/")}
 
 def _executed_create(case: Any) -> bool:
     body = case.body
-    return isinstance(body, dict) and (body.get("execute") is True or bool(body.get("node")))
+    return isinstance(body, dict) and (body.get("execute") is True or bool(body.get("node")) or _constrained(body))
+
+
+def _constrained(body: dict[str, Any]) -> bool:
+    """Placement constraints are for an executed task only: on a tracked one they are refused (400)."""
+    constraints = body.get("constraints")
+    return isinstance(constraints, dict) and any(constraints.get(k) for k in ("labels", "capacity"))
 
 
 def _refused_by_nature(case: Any, response: Any) -> bool:
@@ -49,7 +56,9 @@ def _refused_by_nature(case: Any, response: Any) -> bool:
 # "schema-violating request accepted" (ST201) when the body around the items is well formed and every
 # item the answer created or found existing is an object with the create's fields only.
 _BULK = ("POST", "/api/v1/tasks/bulk/")
-_CREATE_FIELDS = {"task_id", "task_type", "task_data", "task_status", "task_status_data", "execute", "node"}
+_CREATE_FIELDS = {
+    "task_id", "task_type", "task_data", "task_status", "task_status_data", "execute", "node", "constraints",
+}  # fmt: skip
 
 
 def _bulk_items_refused(case: Any, response: Any) -> bool:

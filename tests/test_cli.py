@@ -376,7 +376,9 @@ def test_volume_create_answers_the_task(live_server: LiveServer, cluster: Cluste
 
     people = taskhub(live_server, "volume", "create", "v2", "-c", "c1", "-u", "node1", "-u", "node2")
     assert people.exit_code == 0, people.output
-    assert "Creating volume v2: task" in people.stdout and "on node node1" in people.stdout
+    # Placed by the balanced rule: v1's task is still pending on node1, so v2's goes to node2.
+    placed = GlobalTask.objects.get(task_type="volume_create", task_data__name="v2")
+    assert "Creating volume v2: task" in people.stdout and "on node node2" in people.stdout and placed.node == "node2"
 
     unknown_node = taskhub(live_server, "volume", "create", "v3", "-c", "c1", "-u", "node1", "-u", "ghost")
     assert unknown_node.exit_code == 1

@@ -283,7 +283,7 @@ def test_freeing_blocks_lets_a_node_leave(api_client: Client) -> None:
     )
     node_report(held.task_id, "completed", {"allocation_id": held.task_id})
     leave = {"cluster": "demo", "node": "node3"}
-    with pytest.raises(InvalidInput, match=f"still holds block allocations \\({held.task_id}\\)"):
+    with pytest.raises(InvalidInput, match=f"still holds block allocation\\(s\\) \\({held.task_id}\\)"):
         task_create(task_type="node_removal", task_data=leave, execute=True)
     free, _ = task_create(
         task_type="block_free", task_data={"cluster": "demo", "node": "node3", "allocation": held.task_id}, execute=True

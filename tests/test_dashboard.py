@@ -139,3 +139,27 @@ def test_the_chart_is_well_formed_svg_with_a_bar_per_minute() -> None:
 @pytest.mark.parametrize(("peak", "step"), [(0, 1), (3, 1), (7, 2), (10, 5), (37, 10), (180, 50), (1234, 500)])
 def test_nice_steps(peak: int, step: int) -> None:
     assert nice_step(peak) == step
+
+
+def test_the_node_table_shows_scheduling_labels_and_capacity(staff: Client) -> None:
+    from tasks_app.fleet.scheduling import node_cordon, node_drain
+    from tasks_app.fleet.services import node_update
+
+    demo = cluster_ensure(name="demo")
+    cordoned, drained, busy = (node_register(cluster=demo, name=n) for n in ("node1", "node2", "node3"))
+    node_cordon(node=cordoned)
+    node_drain(node=drained, source="test")  # nothing on it
+    node_update(node=busy, labels={"disk": "ssd"}, capacity={"slots": 4})
+    Node.objects.filter(pk=busy.pk).update(capacity_blocks=10)
+    task, _ = task_create(task_type="vdag_report")
+    GlobalTask.objects.filter(pk=task.pk).update(node="node3", constraints={"capacity": {"slots": 3}})  # as placement
+    html = staff.get(URL).content.decode()
+    nodes_table = html[html.index('id="nodes"') :]
+    rows = {n: nodes_table[nodes_table.index(f">{n}</a>") :].split("</tr>")[0] for n in ("node1", "node2", "node3")}
+    assert '<strong class="th-sched-cordoned">cordoned</strong>' in rows["node1"]
+    assert '<strong class="th-sched-drained">drained</strong>' in rows["node2"]
+    assert "schedulable" in rows["node3"] and "<code>disk=ssd</code>" in rows["node3"]
+    assert "blocks 0 / 10" in rows["node3"] and "slots 3 / 4" in rows["node3"]
+    by_name = {row.name: row for row in sel.nodes()}
+    assert (by_name["node1"].scheduling, by_name["node2"].scheduling) == ("cordoned", "drained")
+    assert by_name["node3"].unfinished == 1

@@ -151,7 +151,7 @@ def test_a_silent_node_goes_offline_and_its_tasks_fail_or_move(demo: Cluster, se
     running = alloc(A)
     node_report(running.task_id, "in_progress")
     units = [{"node": A}, {"node": B}]
-    vol, _ = task_create(task_type="volume_create", execute=True, task_data=vol_data("v3", units))
+    vol, _ = task_create(task_type="volume_create", execute=True, task_data=vol_data("v3", units), node=A)
     busy_live = alloc(B)
     node_report(busy_live.task_id, "in_progress")
     Node.objects.filter(name=A).update(last_heartbeat=stale)

@@ -11,6 +11,7 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,7 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str, with_nodes: bool
             for unit in volumes[0]["storage_units"]:
                 assert Path(unit["path"]).is_dir()
                 assert Path(unit["path"]).is_relative_to(tmp_path / "var" / "nodes" / unit["node"])
+            demo_placement(base, api_token, nodes, units)
         output = log.read_text()
         assert f"{base}/admin/" in output and "stack-test-password" in output
         assert f"{base}/api/docs/" in output
@@ -149,6 +151,38 @@ def run_stack_flow(tmp_path: Path, redis_url: str, prefix: str, with_nodes: bool
     assert not port_open(port) and not port_open(seed_port)
     assert processes_with_env(marker) == [], "make run left processes behind"
     return log.read_text()
+
+
+def demo_placement(base: str, token: str, nodes: list[str], units: list[dict[str, str]]) -> None:
+    """Issue 11's demo: five volumes created back to back spread over the three nodes; the demo's ssd node
+    (the middle one) is the only one a disk=ssd task may run on; a missing label fails at once."""
+    listed = {n["name"]: n for n in call("GET", f"{base}/api/v1/nodes/", token=token)[1]}
+    assert [listed[n]["labels"]["disk"] for n in nodes] == ["hdd", "ssd", "hdd"], listed
+    assert all(listed[n]["capacity"]["slots"] == 4 for n in nodes), listed
+    made = []
+    for i in range(5):
+        code, task = call(
+            "POST", f"{base}/api/v1/clusters/demo/volumes", {"name": f"spread{i}", "storage_units": units}, token
+        )
+        assert code == 202, task
+        made.append(task)
+    per_node = Counter(t["node"] for t in made)
+    assert set(per_node) == set(nodes) and max(per_node.values()) == 2, per_node
+    data: dict[str, Any] = {"cluster": "demo", "name": "fast1", "storage_units": units}
+    body: dict[str, Any] = {"task_type": "volume_create", "task_data": data}
+    code, fast = call("POST", f"{base}/api/v1/tasks/", {**body, "constraints": {"labels": {"disk": "ssd"}}}, token)
+    assert code == 201 and fast["node"] == nodes[1] and fast["task_status"] == "pending", fast
+    body = {**body, "task_data": {**data, "name": "fast2"}}
+    code, nowhere = call("POST", f"{base}/api/v1/tasks/", {**body, "constraints": {"labels": {"disk": "nvme"}}}, token)
+    assert code == 201 and nowhere["task_status"] == "failed", nowhere
+    error = nowhere["task_status_data"]["error"]
+    assert error["type"] == "Unschedulable" and all(f"{n}: label disk=" in error["message"] for n in nodes), error
+    for task in [*made, fast]:
+
+        def completed(task_id: str = task["task_id"]) -> bool:
+            return bool(call("GET", f"{base}/api/v1/tasks/{task_id}/", token=token)[1]["task_status"] == "completed")
+
+        wait_until(completed, 60, f"volume task {task['task_id']} to complete on {task['node']}")
 
 
 def test_stack_with_the_redis_already_running(tmp_path: Path, redis_stream: Any, settings: Any) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from tasks_app.api.fields import NameRelatedField, TextField
-from tasks_app.fleet.selectors import node_is_online
+from tasks_app.errors import InvalidInput
+from tasks_app.fleet.placement import LABELS_SCHEMA, capacity_of, capacity_schema, parse_capacity, parse_labels
+from tasks_app.fleet.selectors import Load, node_is_online, node_loads
 from tasks_app.models import Cluster, Node, StorageUnit, Volume
 from workers.protocol.payload import NAME_RE
 
@@ -31,20 +34,100 @@ class ClusterSerializer(serializers.ModelSerializer[Cluster]):
         return value
 
 
+@extend_schema_field(LABELS_SCHEMA)
+class LabelsField(serializers.JSONField):
+    def to_internal_value(self, data: Any) -> dict[str, str]:
+        return dict(_check(parse_labels, super().to_internal_value(data), self.field_name))
+
+
+@extend_schema_field(capacity_schema(0))
+class CapacityField(serializers.JSONField):
+    def to_internal_value(self, data: Any) -> dict[str, int]:
+        return dict(_check(parse_capacity, super().to_internal_value(data), self.field_name))
+
+
+def _check(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except InvalidInput as exc:
+        raise serializers.ValidationError(exc.message) from exc
+
+
 class NodeSerializer(serializers.ModelSerializer[Node]):
-    """A node as the API shows it (any state, `removed` included)."""
+    """A node as the API shows it (any state, `removed` included), with what placement sees of it."""
 
     cluster: serializers.SlugRelatedField[Cluster] = serializers.SlugRelatedField(slug_field="name", read_only=True)
     online = serializers.SerializerMethodField()
+    labels = LabelsField(read_only=True)
+    capacity = serializers.SerializerMethodField(
+        help_text="what it offers per resource (blocks: as its worker reports, unless set)"
+    )
+    declared_capacity = CapacityField(
+        source="capacity", read_only=True, help_text="the capacity an operator set (PATCH replaces it)"
+    )
+    reserved = serializers.SerializerMethodField(help_text="capacity its unfinished tasks reserve, per resource")
+    free = serializers.SerializerMethodField(help_text="capacity less reserved, per resource")
+    unfinished_tasks = serializers.SerializerMethodField(help_text="tasks assigned to it that have not ended")
+    drained = serializers.SerializerMethodField(help_text="draining, and no unfinished task left")
 
     class Meta:
         model = Node
-        fields = ["id", "name", "cluster", "state", "transport", "online", "registered_at", "last_heartbeat",
-                  "data_dir", "capacity_blocks"]  # fmt: skip
+        fields = ["id", "name", "cluster", "state", "scheduling", "transport", "online", "registered_at",
+                  "last_heartbeat", "data_dir", "capacity_blocks", "labels", "capacity", "declared_capacity",
+                  "reserved", "free", "unfinished_tasks", "drained"]  # fmt: skip
         read_only_fields = fields
+
+    def _load(self, obj: Node) -> Load:
+        # Every node's load in two queries, once per answer (a list shows them all).
+        loads: dict[str, Load] = self.context.setdefault("node_loads", {})
+        if obj.name not in loads:
+            names = list(Node.objects.values_list("name", flat=True)) if not loads else [obj.name]
+            loads.update(node_loads(names if obj.name in names else [*names, obj.name]))
+        return loads[obj.name]
 
     def get_online(self, obj: Node) -> bool:
         return node_is_online(obj)
+
+    def get_capacity(self, obj: Node) -> dict[str, int]:
+        return capacity_of(obj.capacity, obj.capacity_blocks)
+
+    def get_reserved(self, obj: Node) -> dict[str, int]:
+        return self._load(obj).reserved
+
+    def get_free(self, obj: Node) -> dict[str, int]:
+        reserved = self._load(obj).reserved
+        return {r: amount - reserved.get(r, 0) for r, amount in capacity_of(obj.capacity, obj.capacity_blocks).items()}
+
+    def get_unfinished_tasks(self, obj: Node) -> int:
+        return self._load(obj).unfinished
+
+    def get_drained(self, obj: Node) -> bool:
+        return obj.scheduling == Node.Scheduling.DRAINING and self._load(obj).unfinished == 0
+
+
+class NodeUpdateSerializer(serializers.Serializer[dict[str, Any]]):
+    """PATCH /api/v1/nodes/<n>/: each field given replaces that field whole."""
+
+    labels = LabelsField(required=False, help_text='replaces its labels, e.g. {"disk": "ssd", "zone": "a"}')
+    capacity = CapacityField(required=False, help_text='replaces its capacity per resource, e.g. {"slots": 4}')
+    transport = serializers.ChoiceField(choices=Node.Transport.choices, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = (
+            sorted(set(self.initial_data) - {"labels", "capacity", "transport"})
+            if isinstance(self.initial_data, dict)
+            else []
+        )
+        if unknown:
+            raise serializers.ValidationError(dict.fromkeys(unknown, "Unknown or read-only field"))
+        return attrs
+
+
+class DrainSerializer(serializers.Serializer[dict[str, Any]]):
+    node = serializers.CharField()
+    moved = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+    stayed = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+    running = serializers.ListField(child=serializers.CharField())
 
 
 class NodeCreateSerializer(serializers.Serializer[dict[str, Any]]):
@@ -58,6 +141,8 @@ class NodeCreateSerializer(serializers.Serializer[dict[str, Any]]):
         help_text="member (default), or joining: a node_addition task makes it a member",
     )
     transport = serializers.ChoiceField(choices=Node.Transport.choices, required=False)
+    labels = LabelsField(required=False, help_text='e.g. {"disk": "ssd", "zone": "a"}')
+    capacity = CapacityField(required=False, help_text='what it offers per resource, e.g. {"slots": 4}')
 
     def validate_name(self, value: str) -> str:
         if not NAME_RE.match(value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -15,8 +15,10 @@ from rest_framework.views import APIView
 
 from tasks_app.api.cluster_serializers import (
     ClusterSerializer,
+    DrainSerializer,
     NodeCreateSerializer,
     NodeSerializer,
+    NodeUpdateSerializer,
     VolumeCreateSerializer,
     VolumeSerializer,
 )
@@ -24,6 +26,7 @@ from tasks_app.api.filters import NodeFilter
 from tasks_app.api.permissions import NodePullAccess
 from tasks_app.api.serializers import TaskSerializer
 from tasks_app.api.v1 import request_source
+from tasks_app.fleet import scheduling
 from tasks_app.fleet import selectors as cluster_selectors
 from tasks_app.fleet import services as cluster_services
 from tasks_app.models import Cluster, Node
@@ -48,7 +51,11 @@ class ClusterViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Clus
 
 class NodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Node]):
     """Nodes, addressable by id or name. POST registers a node: a member at once, or with
-    "state": "joining", for a node_addition task (which has the node prepare itself) to make it one."""
+    "state": "joining", for a node_addition task (which has the node prepare itself) to make it one.
+    PATCH replaces its labels or capacity; DELETE removes it (refused while it has work or records);
+    cordon, drain and uncordon take it out of placement and back (tasks_app/fleet/scheduling.py)."""
+
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     serializer_class = NodeSerializer
     lookup_value_regex = "[^/]+"
@@ -70,8 +77,45 @@ class NodeViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Node]):
             name=data["name"],
             transport=data.get("transport", Node.Transport.QUEUE),
             state=data.get("state", Node.State.MEMBER),
+            labels=data.get("labels"),
+            capacity=data.get("capacity"),
         )
         return Response(NodeSerializer(node).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=NodeUpdateSerializer, responses={200: NodeSerializer})
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        body = NodeUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        node = cluster_services.node_update(node=self.get_object(), **body.validated_data)
+        return Response(NodeSerializer(node).data)
+
+    @extend_schema(
+        responses={204: None, 409: OpenApiResponse(description="it has unfinished tasks or holds records (listed)")}
+    )
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        cluster_services.node_delete(node=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={200: NodeSerializer})
+    @action(detail=True, methods=["post"])
+    def cordon(self, request: Request, pk: str) -> Response:
+        """No new tasks for this node; what it has, it runs."""
+        return Response(NodeSerializer(scheduling.node_cordon(node=self.get_object())).data)
+
+    @extend_schema(request=None, responses={200: NodeSerializer})
+    @action(detail=True, methods=["post"])
+    def uncordon(self, request: Request, pk: str) -> Response:
+        """Schedulable again."""
+        return Response(NodeSerializer(scheduling.node_uncordon(node=self.get_object())).data)
+
+    @extend_schema(request=None, responses={200: DrainSerializer})
+    @action(detail=True, methods=["post"])
+    def drain(self, request: Request, pk: str) -> Response:
+        """Cordon it, and move its pending tasks to other nodes that may take them; its running ones finish
+        there (GET the node: `drained` once none is left). The answer lists what moved, what stayed and why,
+        and what still runs."""
+        report = scheduling.node_drain(node=self.get_object(), source=request_source(request))
+        return Response(report.as_dict())
 
 
 class VolumeViewSet(viewsets.ViewSet):

@@ -36,7 +36,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF's handler, plus our domain errors mapped to their HTTP status with a readable detail, and the
     database down as a 503 (a 503 always with Retry-After)."""
     if isinstance(exc, TaskhubError):
-        return _retry_later(Response({"detail": exc.message}, status=exc.http_status))
+        return _retry_later(Response({"detail": exc.message, **(exc.extra or {})}, status=exc.http_status))
     if isinstance(exc, exceptions.ParseError):
         return Response({"detail": f"Malformed JSON: {exc.detail}"}, status=400)
     if isinstance(exc, DATABASE_DOWN):

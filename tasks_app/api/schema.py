@@ -20,6 +20,7 @@ from drf_spectacular.extensions import (
 )
 from drf_spectacular.openapi import AutoSchema
 
+from tasks_app.fleet.placement import CONSTRAINTS_SCHEMA
 from tasks_app.tasks.models import SEED_FIELDS
 from workers.families.volumes import VOLUME_TYPES
 from workers.protocol.payload import NAME_RE
@@ -186,7 +187,7 @@ class TaskSerializerSchema(OpenApiSerializerExtension):  # type: ignore[no-untyp
         props["node"].update(pattern=f"^$|{NAME_PATTERN}", maxLength=64)
         if getattr(self.target, "partial", False):
             # Chosen when the task is created: a change may not name them (task_id only as it is).
-            for fixed in ("task_id", "node", "execute"):
+            for fixed in ("task_id", "node", "execute", "constraints"):
                 props.pop(fixed, None)
             schema["required"] = [r for r in schema.get("required", []) if r in props]
             if not schema["required"]:
@@ -238,13 +239,20 @@ _FIELD_RULES: dict[tuple[str, str], Schema] = {
 }
 
 
+# Bodies whose serializer refuses a field it does not know (a typo is an error, not ignored).
+_CLOSED = ("NodeUpdateRequest", "PatchedNodeUpdateRequest")
+
+
 def refine_fields(result: Schema, generator: Any, request: Any, public: bool) -> Schema:
-    """POSTPROCESSING_HOOKS: _FIELD_RULES."""
+    """POSTPROCESSING_HOOKS: _FIELD_RULES and _CLOSED."""
     schemas = result.get("components", {}).get("schemas", {})
     for (component, prop), rule in _FIELD_RULES.items():
         target = schemas.get(component, {}).get("properties", {}).get(prop)
         if target is not None:
             target.update(rule)
+    for component in _CLOSED:
+        if component in schemas:
+            schemas[component]["additionalProperties"] = False
     return result
 
 
@@ -300,6 +308,11 @@ def _seed_components() -> dict[str, Schema]:
                 "task_status_data": _OBJECT,
                 "execute": {"type": "boolean"},
                 "node": {"type": "string", "nullable": True, "description": "only with execute: true"},
+                "constraints": {
+                    **CONSTRAINTS_SCHEMA,
+                    "description": "only with execute: true: labels and capacity "
+                    "its node must offer (docs/task-types.md, Placement)",
+                },
             },
             "required": ["task_type"],
             "additionalProperties": False,

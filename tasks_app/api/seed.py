@@ -19,11 +19,14 @@ from django.views.decorators.csrf import csrf_exempt
 from tasks_app.api import permissions
 from tasks_app.api.errors import seed_error
 from tasks_app.errors import InvalidInput, TaskhubError
+from tasks_app.fleet.placement import parse_constraints
 from tasks_app.tasks import selectors, services, validation
 from tasks_app.tasks.models import SEED_FIELDS, GlobalTask
 
-# The reference service's fields, and taskhub's documented opt-in to execution ("execute", "node").
-_CREATE_FIELDS = ("task_id", "task_data", "task_type", "task_status", "task_status_data", "execute", "node")
+# The reference service's fields, and taskhub's documented opt-in to execution ("execute", "node", "constraints").
+_CREATE_FIELDS = (
+    "task_id", "task_data", "task_type", "task_status", "task_status_data", "execute", "node", "constraints",
+)  # fmt: skip
 _PUT_FIELDS = ("task_data", "task_type", "task_status", "task_status_data")
 # "run_id": for a node account (a pull agent) reporting on one run of its task.
 _UPDATE_FIELDS = ("task_id", "status", "task_status_data", "run_id")
@@ -122,6 +125,7 @@ def task_create(request: HttpRequest) -> HttpResponse:
         task_status_data=validation.json_object(body.get("task_status_data", {}), "task_status_data"),
         execute=validation.boolean(body.get("execute", False), "execute"),
         node=node or None,
+        constraints=parse_constraints(body["constraints"]) if "constraints" in body else None,
         source=_source(request, "POST /task"),
     )
     return ok({"message": "Task created", "task_id": task.task_id})

@@ -10,6 +10,7 @@ from rest_framework.settings import api_settings
 
 from tasks_app.api.fields import StrictBooleanField, TextField
 from tasks_app.errors import InvalidInput
+from tasks_app.fleet.placement import CONSTRAINTS_SCHEMA, PLACEMENT_SCHEMA, parse_constraints
 from tasks_app.tasks import bulk, dispatch, validation
 from tasks_app.tasks.models import SEED_FIELDS, GlobalTask, TaskStatusChange
 from workers.protocol.status import STATUS_VALUES
@@ -32,6 +33,19 @@ class StatusField(serializers.ChoiceField):
         return str(_check(validation.status, data))
 
 
+@extend_schema_field(CONSTRAINTS_SCHEMA)
+class ConstraintsField(serializers.JSONField):
+    """A create's placement constraints (tasks_app/fleet/placement.py), checked there."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        return dict(_check(parse_constraints, super().to_internal_value(data)))
+
+
+@extend_schema_field(PLACEMENT_SCHEMA)
+class PlacementField(serializers.JSONField):
+    pass
+
+
 class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
     task_id = TextField(required=False, help_text="uuid4 by default; a client may choose its own")
     task_type = TextField(
@@ -49,14 +63,25 @@ class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
     )
     executed = serializers.BooleanField(read_only=True, help_text="run by a node, not a record its caller drives")
     node = TextField(
-        required=False, allow_blank=True, help_text="run on this node (default: the type's rule, its first participant)"
+        required=False,
+        allow_blank=True,
+        help_text="run on this node (default: placement picks the least-loaded participant that may take it)",
+    )
+    constraints = ConstraintsField(
+        required=False,
+        help_text='what its node must offer: {"labels": {"disk": "ssd"}, "capacity": {"slots": 1}}; the capacity '
+        "is reserved while the task is unfinished. A task no node may take is created failed (Unschedulable)",
+    )
+    placement = PlacementField(
+        read_only=True, help_text="why it runs on its node: the rule, the candidates and their load, any moves"
     )
     history_url = serializers.HyperlinkedIdentityField(view_name="task-history", lookup_field="pk")
 
     class Meta:
         model = GlobalTask
-        fields = [*SEED_FIELDS, "execute", "executed", "node", "run_id", "attempts", "history_url"]
-        read_only_fields = ["task_update_timestamp", "task_create_timestamp", "run_id", "attempts"]
+        fields = [*SEED_FIELDS, "execute", "executed", "node", "run_id", "attempts", "constraints", "placement",
+                  "history_url"]  # fmt: skip
+        read_only_fields = ["task_update_timestamp", "task_create_timestamp", "run_id", "attempts", "placement"]
 
     def validate_task_id(self, value: str) -> str:
         if self.instance is not None and value != self.instance.task_id:
@@ -75,8 +100,11 @@ class TaskSerializer(serializers.ModelSerializer[GlobalTask]):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # DRF drops unknown keys silently; a typo in a field name should be an error instead.
         if isinstance(self.initial_data, dict):
-            writable = {"task_id", "task_data", "task_type", "task_status", "task_status_data", "node", "execute"}
-            for fixed in ("node", "execute"):
+            writable = {
+                "task_id", "task_data", "task_type", "task_status", "task_status_data",
+                "node", "execute", "constraints",
+            }  # fmt: skip
+            for fixed in ("node", "execute", "constraints"):
                 if self.instance is not None and fixed in self.initial_data:
                     raise serializers.ValidationError({fixed: "is chosen when the task is created"})
             unknown = sorted(set(self.initial_data) - writable)
@@ -188,6 +216,7 @@ def validate_each(items: list[Any], *, context: dict[str, Any]) -> list[bulk.New
                 task_status_data=attrs.get("task_status_data") or {},
                 execute=bool(attrs.get("execute")),
                 node=attrs.get("node") or None,
+                constraints=attrs.get("constraints") or None,
             )
         )
     return checked

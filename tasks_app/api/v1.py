@@ -82,6 +82,7 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
             task_status_data=data.get("task_status_data"),
             execute=bool(data.get("execute")),
             node=data.get("node") or None,
+            constraints=data.get("constraints") or None,
             source=request_source(request),
         )
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK

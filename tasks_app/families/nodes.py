@@ -6,7 +6,8 @@ from __future__ import annotations
 from tasks_app.errors import InvalidInput
 from tasks_app.families.common import cluster, member
 from tasks_app.families.registry import Data, register
-from tasks_app.fleet.models import BlockAllocation, Node, StorageUnit, Vdag
+from tasks_app.fleet.models import Node
+from tasks_app.fleet.selectors import node_holdings
 
 
 def check_addition(task_id: str, data: Data) -> Data:
@@ -24,16 +25,9 @@ def check_addition(task_id: str, data: Data) -> Data:
 
 def check_removal(task_id: str, data: Data) -> Data:
     node = member(data["node"], cluster(data["cluster"]))
-    if StorageUnit.objects.filter(node=node).exists():
-        raise InvalidInput(f"task_data.node: node {node.name!r} still holds storage units; delete those volumes first")
-    if Vdag.objects.filter(node=node).exists():
-        raise InvalidInput(f"task_data.node: node {node.name!r} still holds vDAGs; delete them first (vdag_deletion)")
-    allocations = list(BlockAllocation.objects.filter(node=node).values_list("allocation_id", flat=True)[:5])
-    if allocations:
-        raise InvalidInput(
-            f"task_data.node: node {node.name!r} still holds block allocations ({', '.join(allocations)}); "
-            "free them first (block_free)"
-        )
+    held = node_holdings(node)  # what DELETE /api/v1/nodes/<n>/ refuses for too
+    if held:
+        raise InvalidInput(f"task_data.node: node {node.name!r} still holds {held[0]}")
     return data
 
 

@@ -15,8 +15,9 @@ from django.db import transaction
 from django.db.models import Q
 
 from tasks_app.fleet.models import Node
+from tasks_app.fleet.placement import Placement, choose
 from tasks_app.fleet.selectors import online_cutoff
-from tasks_app.tasks.dispatch import end_run, least_loaded
+from tasks_app.tasks.dispatch import end_run
 from tasks_app.tasks.models import GlobalTask
 from tasks_app.tasks.services import task_retry
 from tasks_app.tasks.transitions import task_transition
@@ -78,12 +79,22 @@ def _end_or_move(task_id: str, dead: str, reason: str) -> None:
         return
     spec = specs.get(task.task_type)
     others = list(spec.participants(task.task_data)) if spec is not None and spec.reassignable else []
-    target = least_loaded([n for n in others if n != dead])
-    if target:
-        # Moved: the retry service gives it a new run on a live participant (it also ends the dead
-        # node's run and publishes after commit).
-        note = {"reassigned": {"from": dead, "to": target, "reason": reason}}
-        task_retry(task_id=task_id, source=SOURCE, node=target, note=note)
+    placement = Placement()
+    live = [n for n, info in placement.nodes([n for n in others if n != dead]).items() if info and info.online]
+    choice = (
+        choose(
+            task_type=task.task_type, candidates=live, constraints=task.constraints or {}, placement=placement,
+            rule="balanced",
+        )
+        if live
+        else None
+    )  # fmt: skip
+    if choice is not None and choice.node:
+        # Moved: the retry service gives it a new run on a live participant that may take it (it also
+        # ends the dead node's run and publishes after commit).
+        note = {"reassigned": {"from": dead, "to": choice.node, "reason": reason}}
+        task_retry(task_id=task_id, source=SOURCE, node=choice.node, note=note)
+        GlobalTask.objects.filter(pk=task_id).update(placement={**choice.record, "reassigned_from": dead})
     else:
         # Should the node come back, its queued copy of this run must not run.
         transaction.on_commit(partial(end_run, task.run_id, End.VOID))

@@ -40,6 +40,11 @@ class Node(models.Model):
         QUEUE = "queue"
         PULL = "pull"
 
+    class Scheduling(models.TextChoices):
+        SCHEDULABLE = "schedulable"
+        CORDONED = "cordoned"
+        DRAINING = "draining"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Unique across clusters: the node's queue is node.<name>, one namespace on the broker.
     name = models.CharField(max_length=64, unique=True)
@@ -63,7 +68,17 @@ class Node(models.Model):
     runs_reported_at = models.DateTimeField(null=True, blank=True)
     runs_listed_since = models.DateTimeField(null=True, blank=True)
     data_dir = models.CharField(max_length=512, blank=True, default="")
+    # What the node's worker reports of its block ledger (heartbeats, node_addition). Placement reads
+    # `capacity`, where an operator's "blocks" wins over this (tasks_app/fleet/placement.py: capacity_of).
     capacity_blocks = models.PositiveIntegerField(default=0)
+    # Placement (tasks_app/fleet/placement.py): labels a task's constraints match ({"disk": "ssd"}), and
+    # what the node offers per resource ({"slots": 4, "bytes": ...}); a task that states a need for a
+    # resource reserves it on its node while it is unfinished.
+    labels = models.JSONField(default=dict, blank=True)
+    capacity = models.JSONField(default=dict, blank=True)
+    # Whether placement may give it new tasks: cordoned and draining nodes take none (a drain also
+    # moved its queued tasks away); uncordon makes it schedulable again.
+    scheduling = models.CharField(max_length=16, choices=Scheduling.choices, default=Scheduling.SCHEDULABLE)
     # The node's own account (user "node:<name>", `manage.py create_node_token`): its token may pull
     # this node's tasks and report on them, nothing else (tasks_app/api/permissions.py).
     user = models.OneToOneField(

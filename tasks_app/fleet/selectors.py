@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 
 from tasks_app.fleet.models import Cluster, Node, Volume
@@ -77,3 +79,62 @@ def node_open_tasks(*, node: Node, since: int | None = None) -> QuerySet[GlobalT
     if since is not None:
         qs = qs.filter(task_create_timestamp__gt=since)
     return qs
+
+
+@dataclass
+class Load:
+    """A node's unfinished tasks, and the capacity they reserve (tasks_app/fleet/placement.py)."""
+
+    unfinished: int = 0
+    reserved: dict[str, int] = field(default_factory=dict)
+
+
+def node_loads(names: list[str]) -> dict[str, Load]:
+    """Each named node's load: two queries whatever the number of nodes (the task_node_status index)."""
+    loads = {n: Load() for n in names}
+    if not names:
+        return loads
+    open_tasks = GlobalTask.objects.filter(node__in=names, task_status__in=UNFINISHED)
+    for node, n in open_tasks.values_list("node").annotate(n=Count("task_id")).values_list("node", "n"):
+        loads[node].unfinished = n
+    sums: dict[str, Counter[str]] = {n: Counter() for n in names}
+    for node, constraints in open_tasks.filter(constraints__has_key="capacity").values_list("node", "constraints"):
+        need = constraints.get("capacity") if isinstance(constraints, dict) else None
+        if isinstance(need, dict):
+            sums[node].update({k: v for k, v in need.items() if isinstance(v, int)})
+    for n in names:
+        loads[n].reserved = dict(sums[n])
+    return loads
+
+
+def node_last_assigned(names: list[str]) -> dict[str, int]:
+    """When each node was last given a task (created_ns; 0: never), one index probe each (task_node_created)."""
+    out: dict[str, int] = {}
+    for n in names:
+        latest = GlobalTask.objects.filter(node=n).order_by("-created_ns").values_list("created_ns", flat=True)
+        out[n] = int(latest.first() or 0)
+    return out
+
+
+def node_unfinished_tasks(*, node: str, limit: int = 20) -> list[tuple[str, str, str]]:
+    """(task_id, task_type, task_status) of a node's unfinished tasks, oldest first, at most `limit`."""
+    qs = GlobalTask.objects.filter(node=node, task_status__in=UNFINISHED).order_by("created_ns")
+    return [(t, ty, st) for t, ty, st in qs.values_list("task_id", "task_type", "task_status")[:limit]]
+
+
+def node_holdings(node: Node) -> list[str]:
+    """What a node still holds that removing it would orphan: its storage units, vDAGs and block
+    allocations, one line each ([] if none). node_removal's check and DELETE /api/v1/nodes/<n>/ share it."""
+    from tasks_app.fleet.models import BlockAllocation, StorageUnit, Vdag
+
+    held: list[str] = []
+    volumes = sorted(set(StorageUnit.objects.filter(node=node).values_list("volume__name", flat=True)))
+    if volumes:
+        held.append(f"storage units of volume(s) {', '.join(volumes[:10])}; delete those volumes first")
+    vdags = sorted(Vdag.objects.filter(node=node).values_list("name", flat=True)[:10])
+    if vdags:
+        held.append(f"vDAG(s) {', '.join(vdags)}; delete them first (vdag_deletion)")
+    allocations = list(BlockAllocation.objects.filter(node=node).values_list("allocation_id", flat=True)[:10])
+    if allocations:
+        held.append(f"block allocation(s) ({', '.join(allocations)}); free them first (block_free)")
+    return held

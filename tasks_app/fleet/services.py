@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, transaction
 
-from tasks_app.errors import AlreadyExists
+from tasks_app.errors import AlreadyExists, NodeBusy
 from tasks_app.fleet.models import Cluster, Node
 from tasks_app.tasks.models import GlobalTask
 from workers.protocol.messages import Heartbeat, Origin, StatusUpdate
@@ -26,14 +26,69 @@ def cluster_create(*, name: str) -> Cluster:
     return cluster
 
 
-def node_create(*, cluster: Cluster, name: str, transport: str, state: str) -> Node:
+def node_create(
+    *,
+    cluster: Cluster,
+    name: str,
+    transport: str,
+    state: str,
+    labels: dict[str, str] | None = None,
+    capacity: dict[str, int] | None = None,
+) -> Node:
     """POST /api/v1/nodes/: register a new node; AlreadyExists (409) if the name is taken, rather than
     re-registering it over its state, data dir and capacity (node_register, for the demo set-up, does)."""
     try:
         with transaction.atomic():
-            return Node.objects.create(cluster=cluster, name=name, transport=transport, state=state)
+            return Node.objects.create(
+                cluster=cluster, name=name, transport=transport, state=state,
+                labels=labels or {}, capacity=capacity or {},
+            )  # fmt: skip
     except IntegrityError as exc:  # node names are unique across clusters
         raise AlreadyExists(f"Node {name!r} already exists") from exc
+
+
+def node_update(
+    *,
+    node: Node,
+    labels: dict[str, str] | None = None,
+    capacity: dict[str, int] | None = None,
+    transport: str | None = None,
+) -> Node:
+    """PATCH /api/v1/nodes/<n>/: replace its labels or its capacity (each given one whole), or its
+    transport. Capacity below what its unfinished tasks reserve is allowed (a disk shrank): placement
+    gives it nothing that needs that resource until enough of them end."""
+    fields: dict[str, object] = {}
+    if labels is not None:
+        fields["labels"] = labels
+    if capacity is not None:
+        fields["capacity"] = capacity
+    if transport is not None:
+        fields["transport"] = transport
+    if fields:
+        Node.objects.filter(pk=node.pk).update(**fields)
+        for key, value in fields.items():
+            setattr(node, key, value)
+    return node
+
+
+def node_delete(*, node: Node) -> None:
+    """DELETE /api/v1/nodes/<n>/: forget a node, its account and its token. Refused (NodeBusy, a 409 with
+    the list) while it has unfinished tasks, or holds records that name it (storage units, vDAGs, block
+    allocations: what node_removal refuses for too). Its finished tasks keep its name."""
+    from tasks_app.fleet.selectors import node_holdings, node_unfinished_tasks
+
+    with transaction.atomic():
+        locked = Node.objects.select_for_update().filter(pk=node.pk).first()
+        if locked is None:
+            return
+        unfinished = node_unfinished_tasks(node=node.name)
+        held = node_holdings(locked)
+        if unfinished or held:
+            raise NodeBusy(locked.name, [f"task {t} ({ty}, {st})" for t, ty, st in unfinished], held)
+        user = locked.user
+        locked.delete()
+        if user is not None:
+            user.delete()  # its tokens go with it
 
 
 def node_register(
@@ -44,18 +99,23 @@ def node_register(
     capacity_blocks: int = 0,
     transport: str = Node.Transport.QUEUE,
     state: str = Node.State.MEMBER,
+    labels: dict[str, str] | None = None,
+    capacity: dict[str, int] | None = None,
 ) -> Node:
     """Register a node: a member of the cluster at once (the demo set-up), or `joining`, for a
-    node_addition task to make it one after the node has prepared itself."""
+    node_addition task to make it one after the node has prepared itself. `labels` and `capacity` are
+    its first ones: registering it again keeps what an operator has set since."""
+    defaults = {
+        "cluster": cluster,
+        "state": state,
+        "data_dir": data_dir,
+        "capacity_blocks": capacity_blocks,
+        "transport": transport,
+    }
     node, _ = Node.objects.update_or_create(
         name=name,
-        defaults={
-            "cluster": cluster,
-            "state": state,
-            "data_dir": data_dir,
-            "capacity_blocks": capacity_blocks,
-            "transport": transport,
-        },
+        defaults=defaults,
+        create_defaults={**defaults, "labels": labels or {}, "capacity": capacity or {}},
     )
     return node
 
@@ -66,7 +126,8 @@ def record_heartbeats(beats: Sequence[Heartbeat]) -> None:
     for beat in beats:
         if beat.node not in newest or beat.at > newest[beat.node].at:
             newest[beat.node] = beat
-    for name, beat in newest.items():
+    # In name order, as placement locks node rows (placement.Placement.lock): never a lock-order cycle.
+    for name, beat in sorted(newest.items()):
         # A heartbeat brings an offline node back.
         fields: dict[str, object] = {"last_heartbeat": datetime.fromtimestamp(beat.at, UTC), "offline_since": None}
         if isinstance(beat.info.get("capacity_blocks"), int):

@@ -11,7 +11,8 @@ from django.db.models import Count
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from tasks_app.fleet.selectors import online_cutoff
+from tasks_app.fleet.placement import capacity_of
+from tasks_app.fleet.selectors import Load, node_loads, online_cutoff
 from tasks_app.models import GlobalTask, Node, TaskStatusChange
 from workers.protocol.status import STATUS_VALUES, TERMINAL, Status
 
@@ -44,6 +45,13 @@ class TaskCounts:
 
 
 @dataclass(frozen=True)
+class Resource:
+    name: str
+    reserved: int  # what the node's unfinished tasks asked for
+    total: int | None  # what the node offers (None: it offers none, yet tasks there reserve some)
+
+
+@dataclass(frozen=True)
 class NodeRow:
     name: str
     cluster: str
@@ -51,6 +59,10 @@ class NodeRow:
     transport: str
     online: bool
     last_heartbeat: datetime | None
+    scheduling: str = Node.Scheduling.SCHEDULABLE.value  # or cordoned, draining, drained
+    labels: dict[str, str] = field(default_factory=dict)
+    resources: list[Resource] = field(default_factory=list)
+    unfinished: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,9 +106,27 @@ def failures_since(since: datetime) -> tuple[list[tuple[str, int]], list[tuple[s
     return grouped("task__task_type"), grouped("task__node")
 
 
+def scheduling_state(node: Node, load: Load) -> str:
+    """schedulable, cordoned, draining, or drained: draining with no unfinished task left (what
+    tasks_app.fleet.scheduling.node_drained says, from a load already read)."""
+    if node.scheduling == Node.Scheduling.DRAINING and load.unfinished == 0:
+        return "drained"
+    return str(node.scheduling)
+
+
+def node_resources(node: Node, load: Load) -> list[Resource]:
+    """Per resource, what the node's unfinished tasks reserve of what it offers (its effective capacity:
+    an operator's declared capacity, "blocks" from its worker unless declared), by resource name."""
+    offered = capacity_of(node.capacity if isinstance(node.capacity, dict) else {}, node.capacity_blocks)
+    names = sorted(set(offered) | set(load.reserved))
+    return [Resource(r, load.reserved.get(r, 0), offered.get(r)) for r in names]
+
+
 def nodes() -> list[NodeRow]:
+    """Every node, with its load: three queries however many nodes (node_loads)."""
     cutoff = online_cutoff()
-    qs = Node.objects.select_related("cluster").order_by("cluster__name", "name")
+    found = list(Node.objects.select_related("cluster").order_by("cluster__name", "name"))
+    loads = node_loads([n.name for n in found])
     return [
         NodeRow(
             name=n.name,
@@ -105,8 +135,12 @@ def nodes() -> list[NodeRow]:
             transport=n.transport,
             online=n.last_heartbeat is not None and n.last_heartbeat >= cutoff,
             last_heartbeat=n.last_heartbeat,
+            scheduling=scheduling_state(n, loads[n.name]),
+            labels=dict(n.labels) if isinstance(n.labels, dict) else {},
+            resources=node_resources(n, loads[n.name]),
+            unfinished=loads[n.name].unfinished,
         )
-        for n in qs
+        for n in found
     ]
 
 

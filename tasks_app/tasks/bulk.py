@@ -9,7 +9,7 @@ its errors, {field: [messages]}, which leave the other items alone. A task_id th
 body, or that an earlier item of the same call already uses, is an error of that item.
 
 The cost does not grow with a query per item: existing task_ids are read in one query, what placing
-executed tasks reads is cached for the call (dispatch.Placement), every row and history row is
+executed tasks reads is cached for the call (placement.Placement), every row and history row is
 inserted in one statement on PostgreSQL (one transaction either way), and the executed tasks are
 published in one round trip to the broker once it commits.
 """
@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 
 from tasks_app.errors import InvalidInput
+from tasks_app.fleet.placement import Placement
 from tasks_app.ops import metrics
 from tasks_app.tasks import dispatch
 from tasks_app.tasks.models import GlobalTask, new_task_id
@@ -38,7 +39,7 @@ from workers.protocol.status import Status, Verdict
 Errors = dict[str, list[str]]
 
 # The fields of a create; an error message that starts with one of them is that field's.
-FIELDS = ("task_id", "task_type", "task_data", "task_status", "task_status_data", "execute", "node")
+FIELDS = ("task_id", "task_type", "task_data", "task_status", "task_status_data", "execute", "node", "constraints")
 _LEADING_NAME = re.compile(r"^'?([A-Za-z_]+)")
 
 
@@ -54,12 +55,14 @@ class NewTaskSpec:
     task_status_data: dict[str, Any] = field(default_factory=dict)
     execute: bool = False
     node: str | None = None
+    constraints: dict[str, Any] | None = None
 
     def body(self) -> dict[str, Any]:
         """What a create is made of (its fingerprint, and its row), its task_id aside."""
         return {
             "task_type": self.task_type, "task_data": self.task_data, "task_status": self.task_status,
             "task_status_data": self.task_status_data, "execute": self.execute, "node": self.node,
+            "constraints": self.constraints,
         }  # fmt: skip
 
 
@@ -117,22 +120,27 @@ def task_create_many(*, items: Sequence[NewTaskSpec | Refused], source: str = ""
             specs.append((i, item))
     fingerprints = {i: create_fingerprint(**spec.body()) for i, spec in specs}
     existing = create_fingerprints([s.task_id for _, s in specs if s.task_id is not None])
-    placement = dispatch.Placement()
+    placement = Placement()
     rows: list[tuple[int, GlobalTask]] = []
-    for i, spec in specs:
-        if spec.task_id is not None and spec.task_id in existing:
-            results[i] = _replay(i, spec.task_id, existing[spec.task_id], fingerprints[i])
-            continue
-        try:
-            row = new_task_row(
-                task_id=spec.task_id or new_task_id(), **spec.body(), fingerprint=fingerprints[i], placement=placement
-            )
-        except InvalidInput as exc:
-            results[i] = ItemResult(i, spec.task_id, errors=errors_from(exc.message))
-            continue
-        rows.append((i, row))
-    _in_item_order([row for _, row in rows])
+    # One transaction from placing to inserting: capacity that placement found free (and locked) is
+    # still free when the rows that reserve it are written.
     with transaction.atomic():
+        for i, spec in specs:
+            if spec.task_id is not None and spec.task_id in existing:
+                results[i] = _replay(i, spec.task_id, existing[spec.task_id], fingerprints[i])
+                continue
+            try:
+                row = new_task_row(
+                    task_id=spec.task_id or new_task_id(),
+                    **spec.body(),
+                    fingerprint=fingerprints[i],
+                    placement=placement,
+                )
+            except InvalidInput as exc:
+                results[i] = ItemResult(i, spec.task_id, errors=errors_from(exc.message))
+                continue
+            rows.append((i, row))
+        _in_item_order([row for _, row in rows])
         created, raced = _insert(rows, results, source)
         if raced:
             # Taken since they were read (a concurrent create): answered like a retried create, or a conflict.
@@ -186,7 +194,7 @@ def _publish_on_commit(created: list[GlobalTask]) -> None:
     """As services.task_create does for one: after the commit, never before (a worker must not get an id
     the database does not have yet); if this process dies first, the sweep publishes them."""
     direct = [t for t in created if t.node and t.dispatched_at is not None]  # Prepared.publish_on_commit
-    read_back = [t.task_id for t in created if t.node and t.dispatched_at is None]
+    read_back = [t.task_id for t in created if t.node and t.dispatched_at is None and t.task_status == Status.PENDING]
     if direct:
         transaction.on_commit(partial(dispatch.publish_created_many, direct))
     if read_back:

@@ -6,22 +6,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from celery import current_app
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from kombu.utils import json as kombu_json
 
 from tasks_app.errors import InvalidInput
 from tasks_app.families import registry as families
 from tasks_app.fleet.models import Node
-from tasks_app.fleet.selectors import online_cutoff
+from tasks_app.fleet.placement import Placement, choose, parse_constraints, rule_for
 from tasks_app.ops.breaker import is_outage, redis_breaker, server_of
 from tasks_app.tasks.models import GlobalTask, TaskStatusChange, now_ts
 from tasks_app.tasks.selectors import chunked, order_key_blockers
@@ -30,7 +29,7 @@ from workers.protocol.errors import PayloadError
 from workers.protocol.messages import ExecuteKwargs
 from workers.protocol.payload import NAME_RE
 from workers.protocol.queues import EXECUTE_TASK, TASK_ID_HEADER, node_queue
-from workers.protocol.status import UNFINISHED, Status
+from workers.protocol.status import Status
 
 log = logging.getLogger(__name__)
 _KWARGS_REPR_MAX = 1024  # Celery's own bound (Task.kwargsrepr_maxsize)
@@ -44,55 +43,35 @@ class Prepared:
     node: str = ""
     order_key: str = ""
     pull: bool = False  # its node fetches its tasks itself: nothing is published to it
+    constraints: dict[str, Any] = field(default_factory=dict)
+    placement: dict[str, Any] = field(default_factory=dict)  # why it runs on `node` (placement.Choice.record)
+    unschedulable: str = ""  # no candidate may take it: it is stored failed with this reason
 
     @property
     def publish_on_commit(self) -> bool:
         """Whether the create can publish its run straight after its commit, from what it inserted (no
         read back): an executed task for a push node with no ordering key to wait for."""
-        return bool(self.node) and not self.pull and not self.order_key
+        return bool(self.node) and not self.pull and not self.order_key and not self.unschedulable
 
 
 def executable(task_type: str) -> bool:
     return specs.get(task_type) is not None
 
 
-class Placement:
-    """What prepare() reads from the database to place tasks, remembered across the tasks of one request
-    (a bulk create asks once, not once per task): the registered nodes' transports, the node each
-    ordering key's latest task went to (the request's own earlier tasks included, as if each had
-    committed), and how many of the request's tasks each node got (least_loaded counts them)."""
-
-    def __init__(self) -> None:
-        self._transports: dict[str, str | None] = {}  # None: not registered
-        self._key_nodes: dict[str, str] = {}
-        self.assigned: Counter[str] = Counter()
-
-    def transports(self, names: list[str]) -> dict[str, str | None]:
-        unknown = [n for n in names if n not in self._transports]
-        if unknown:
-            found = dict(Node.objects.filter(name__in=unknown).values_list("name", "transport"))
-            self._transports.update((n, found.get(n)) for n in unknown)
-        return {n: self._transports[n] for n in names}
-
-    def key_node(self, key: str) -> str:
-        """The node of the latest task of this ordering key ("" if none)."""
-        if key not in self._key_nodes:
-            earlier = GlobalTask.objects.filter(order_key=key).exclude(node="").order_by("-created_ns")
-            self._key_nodes[key] = str(earlier.values_list("node", flat=True).first() or "")
-        return self._key_nodes[key]
-
-    def placed(self, key: str, node: str) -> None:
-        if key:
-            self._key_nodes[key] = node
-        self.assigned[node] += 1
-
-
 def prepare(
-    *, task_type: str, task_data: dict[str, Any], node: str | None, task_id: str, placement: Placement | None = None
+    *,
+    task_type: str,
+    task_data: dict[str, Any],
+    node: str | None,
+    task_id: str,
+    constraints: Any = None,
+    placement: Placement | None = None,
 ) -> Prepared:
-    """Validate an executed task's payload, run its family's create-time checks, and pick its node,
-    which must be registered (as must every participant). The tasks of one request (a bulk create)
-    share a `placement`; a single create gets a fresh one."""
+    """Validate an executed task's payload, run its family's create-time checks, and place it
+    (tasks_app/fleet/placement.py): every participant, and the node it names, must be registered; the
+    node is the one it names, else the node of the earlier tasks of its ordering key, else its type's
+    rule, among the candidates that may take it. If none may, the Prepared says why (unschedulable).
+    The tasks of one request (a bulk create) share a `placement`; a single create gets a fresh one."""
     placement = placement if placement is not None else Placement()
     spec = specs.get(task_type)
     if spec is None:
@@ -101,6 +80,7 @@ def prepare(
         )
     if node and not NAME_RE.match(node):
         raise InvalidInput("node: must be a node name of 1-64 letters, digits, '.', '_' or '-'")
+    wanted = parse_constraints(constraints)
     try:
         data = spec.validate(dict(task_data))
     except PayloadError as exc:
@@ -110,64 +90,41 @@ def prepare(
     if node and participants and node not in participants:
         raise InvalidInput(f"node: {node!r} does not take part in this task; choose one of {', '.join(participants)}")
     key = spec.order_key(data)
-    assigned = (
-        node or _ordered_node(key, participants, placement) or _by_rule(task_type, participants, placement.assigned)
-    )
-    if not assigned:
-        raise InvalidInput(f"node: a {task_type} task must name the node to run on")
-    pull = _require_registered(assigned, participants, explicit=bool(node), placement=placement)
-    placement.placed(key, assigned)
-    return Prepared(data, assigned, key, pull)
-
-
-def _require_registered(assigned: str, participants: list[str], *, explicit: bool, placement: Placement) -> bool:
-    """A task for a node nobody registered would wait forever: refuse it now. Returns whether the
-    assigned node pulls its tasks (read in the same query)."""
-    known = placement.transports(list(dict.fromkeys([assigned, *participants])))
-    missing = [n for n, transport in known.items() if transport is None]
-    if missing:
-        field = "node" if explicit and missing[0] == assigned else "task_data"
-        raise InvalidInput(f"{field}: node {missing[0]!r} is not registered; register it first (POST /api/v1/nodes/)")
-    return bool(known[assigned] == Node.Transport.PULL)
-
-
-def _ordered_node(key: str, participants: list[str], placement: Placement) -> str:
-    """Whatever the rule, a task follows the node of the earlier tasks it depends on (if it may)."""
-    if not key:
-        return ""
-    found = placement.key_node(key)
-    return found if found and (not participants or found in participants) else ""
-
-
-def _by_rule(task_type: str, participants: list[str], uncommitted: Mapping[str, int]) -> str:
-    rule = settings.TASKHUB_ASSIGNMENT.get(task_type, "first")
-    if rule == "explicit":
+    if not node and rule_for(task_type) == "explicit":
         raise InvalidInput(f"node: {task_type} tasks are assigned explicitly; name the node to run on")
-    if not participants:
-        return ""
-    if rule == "least_loaded":
-        return least_loaded(participants, uncommitted) or participants[0]
-    return participants[0]
+    # A type with no participants of its own runs where the earlier tasks of its ordering key ran.
+    following = placement.key_node(key) if key and not node and not participants else ""
+    candidates = [node] if node else (participants or ([following] if following else []))
+    if not candidates:
+        raise InvalidInput(f"node: a {task_type} task must name the node to run on")
+    pull = _require_registered(candidates, participants, explicit=bool(node), placement=placement)
+    choice = choose(
+        task_type=task_type,
+        candidates=candidates,
+        constraints=wanted,
+        placement=placement,
+        explicit=bool(node),
+        key=key,
+    )
+    if choice.unschedulable:
+        # Stored failed at once, on the node it would have run on had it been able (it is executed work).
+        return Prepared(data, candidates[0], key, False, wanted, choice.record, choice.unschedulable)
+    return Prepared(data, choice.node, key, pull[choice.node], wanted, choice.record)
 
 
-def least_loaded(candidates: list[str], uncommitted: Mapping[str, int] | None = None) -> str:
-    """The online candidate with the fewest unfinished tasks (ties: the earlier in the list).
-    `uncommitted`: tasks per node that the caller is creating, not in the table yet."""
-    online = set(
-        Node.objects.filter(name__in=candidates, last_heartbeat__gte=online_cutoff()).values_list("name", flat=True)
-    )
-    if not online:
-        return ""
-    load = dict(
-        GlobalTask.objects.filter(node__in=online, task_status__in=UNFINISHED)
-        .values_list("node")
-        .annotate(n=Count("task_id"))
-        .values_list("node", "n")
-    )
-    extra = uncommitted or {}
-    return min(
-        (c for c in candidates if c in online), key=lambda c: (load.get(c, 0) + extra.get(c, 0), candidates.index(c))
-    )
+def _require_registered(
+    candidates: list[str], participants: list[str], *, explicit: bool, placement: Placement
+) -> dict[str, bool]:
+    """A task for a node nobody registered would wait forever: refuse it now. Returns, for each
+    candidate, whether it pulls its tasks (read in the same query)."""
+    known = placement.nodes([*candidates, *participants])
+    missing = [n for n, info in known.items() if info is None]
+    if missing:
+        field_name = "node" if explicit and missing[0] == candidates[0] else "task_data"
+        raise InvalidInput(
+            f"{field_name}: node {missing[0]!r} is not registered; register it first (POST /api/v1/nodes/)"
+        )
+    return {n: bool((info := known[n]) and info.transport == Node.Transport.PULL) for n in candidates}
 
 
 def publish(task_id: str) -> bool:

@@ -66,6 +66,13 @@ class GlobalTask(models.Model):
     # create with its own task_id gets the first answer, and a different body gets a 409.
     create_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
 
+    # An executed task's placement (tasks_app/fleet/placement.py). constraints: what its creator asked
+    # of its node, {"labels": {"disk": "ssd"}, "capacity": {"slots": 1}}; the capacity is reserved on
+    # the node while the task is unfinished. placement: why it runs where it does, for operators: the
+    # rule, the candidates with their load or why they were passed over, and any move since.
+    constraints = models.JSONField(default=dict, blank=True)
+    placement = models.JSONField(default=dict, blank=True)
+
     class Meta:
         db_table = "global_task"
         verbose_name = "task"
@@ -80,6 +87,8 @@ class GlobalTask(models.Model):
             models.Index(fields=["task_create_timestamp", "task_id"], name="task_created"),
             # The pull API and the node's view: unfinished tasks of one node.
             models.Index(fields=["node", "task_status", "task_create_timestamp"], name="task_node_status"),
+            # Balanced placement's tie-break: the node given a task least recently.
+            models.Index(fields=["node", "created_ns"], name="task_node_created"),
             models.Index(fields=["order_key", "created_ns"], name="task_order_key"),
             models.Index(fields=["created_ns", "task_id"], name="task_created_ns"),
             models.Index(fields=["task_type", "task_status", "created_ns"], name="task_type_status_ns"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -19,10 +20,12 @@ from django.db import transaction
 
 from tasks_app.errors import InvalidInput, TaskConflict, TaskNotFound
 from tasks_app.fleet.models import Node
+from tasks_app.fleet.placement import Placement, choose, reserved_by, unfit
 from tasks_app.ops import metrics
 from tasks_app.tasks import dispatch, stream
 from tasks_app.tasks.models import GlobalTask, new_run_id, new_task_id, now_ts
 from tasks_app.tasks.transitions import EXISTS, NewTask, task_transition, verdict_for
+from workers.protocol import specs
 from workers.protocol.messages import Origin, StatusUpdate
 from workers.protocol.run_end import End
 from workers.protocol.status import TERMINAL, Status, Verdict
@@ -36,10 +39,13 @@ def create_fingerprint(
     task_status_data: dict[str, Any],
     execute: bool = False,
     node: str | None = None,
+    constraints: dict[str, Any] | None = None,
 ) -> str:
     parts: list[Any] = [task_type, task_data, task_status, task_status_data]
     if execute:
         parts += ["execute", node or ""]
+    if constraints:  # only when given: the fingerprints of creates without any stay what they were
+        parts += ["constraints", constraints]
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -53,6 +59,7 @@ def task_create(
     task_status_data: dict[str, Any] | None = None,
     execute: bool = False,
     node: str | None = None,
+    constraints: dict[str, Any] | None = None,
     source: str = "",
 ) -> tuple[GlobalTask, bool]:
     """Insert a task. Returns (task, created).
@@ -63,7 +70,8 @@ def task_create(
     Without `execute`, the task is tracked: stored exactly as sent, any type, any JSON data. With it,
     the type must be executable: the payload is validated and checked, the task gets a node (`node`,
     else its type's rule) and a run, starts pending, and is published to that node's queue once the
-    transaction commits.
+    transaction commits. `constraints` (labels, capacity) limit the nodes it may run on; a task no node
+    may take is stored failed at once (tasks_app/fleet/placement.py).
     """
     task_data = {} if task_data is None else task_data
     task_status_data = {} if task_status_data is None else task_status_data
@@ -74,23 +82,29 @@ def task_create(
         task_status_data=task_status_data,
         execute=execute,
         node=node,
+        constraints=constraints,
     )
     if task_id is not None:
         existing = GlobalTask.objects.filter(pk=task_id).only("create_fingerprint").first()
         if existing is not None:
             return _replayed(existing, fingerprint), False
     task_id = task_id or new_task_id()
-    task = new_task_row(
-        task_id=task_id,
-        task_type=task_type,
-        task_data=task_data,
-        task_status=task_status,
-        task_status_data=task_status_data,
-        execute=execute,
-        node=node,
-        fingerprint=fingerprint,
-    )
-    outcome = task_transition(update=NewTask(task, source))
+    # Capacity read by placement stays free until the insert commits (placement.Placement.lock): one
+    # transaction around both. Without a need for capacity, the insert is a transaction of its own.
+    reserving = isinstance(constraints, dict) and bool(constraints.get("capacity")) and execute
+    with transaction.atomic() if reserving else nullcontext():
+        task = new_task_row(
+            task_id=task_id,
+            task_type=task_type,
+            task_data=task_data,
+            task_status=task_status,
+            task_status_data=task_status_data,
+            execute=execute,
+            node=node,
+            constraints=constraints,
+            fingerprint=fingerprint,
+        )
+        outcome = task_transition(update=NewTask(task, source))
     if outcome.reason == EXISTS:
         # Two creates with the same client-chosen id raced; the loser answers like a retry.
         existing = GlobalTask.objects.filter(pk=task_id).first()
@@ -99,7 +113,7 @@ def task_create(
         return _replayed(existing, fingerprint), False
     if outcome.verdict is not Verdict.APPLY:
         raise InvalidInput(f"task_status: {outcome.reason}")
-    if execute:
+    if execute and task.task_status == Status.PENDING:
         # After commit, never before: a worker must not get an id the database doesn't have yet
         # (outside a transaction this runs at once: the insert has committed). If this process
         # dies first, the sweep publishes it (tasks_app/tasks/dispatch.py: sweep).
@@ -121,19 +135,33 @@ def new_task_row(
     execute: bool,
     node: str | None,
     fingerprint: str,
-    placement: dispatch.Placement | None = None,
+    constraints: dict[str, Any] | None = None,
+    placement: Placement | None = None,
 ) -> GlobalTask:
     """The row a create inserts (not saved yet; task_create and the bulk create share it). An executed
     task's payload is validated and checked, and it gets its node and its first run; InvalidInput,
     naming the field, if it cannot. `placement`: shared by the tasks of one request (dispatch.prepare)."""
     if execute:
         prepared = dispatch.prepare(
-            task_type=task_type, task_data=task_data, node=node, task_id=task_id, placement=placement
+            task_type=task_type,
+            task_data=task_data,
+            node=node,
+            task_id=task_id,
+            constraints=constraints,
+            placement=placement,
         )
     elif node:
         raise InvalidInput('node: only an executed task runs on a node; ask for execution with "execute": true')
+    elif constraints:
+        raise InvalidInput(
+            'constraints: only an executed task is placed on a node; ask for execution with "execute": true'
+        )
     else:
         prepared = dispatch.Prepared(task_data)
+    if prepared.unschedulable and task_status == Status.PENDING:
+        # No node may take it: it fails now, saying why, rather than wait for a node that never comes.
+        task_status = Status.FAILED.value
+        task_status_data = {"error": {"type": "Unschedulable", "message": prepared.unschedulable}}
     ts = now_ts()
     return GlobalTask(
         task_id=task_id,
@@ -149,6 +177,8 @@ def new_task_row(
         order_key=prepared.order_key,
         # Published straight after the commit: recorded by the insert, not by an UPDATE after.
         dispatched_at=ts if prepared.publish_on_commit else None,
+        constraints=prepared.constraints,
+        placement=prepared.placement,
     )
 
 
@@ -298,7 +328,9 @@ def task_retry(
     *, task_id: str, source: str = "", node: str | None = None, note: dict[str, Any] | None = None
 ) -> GlobalTask:
     """Re-trigger a failed or cancelled executed task: same task_id, a new run, history kept;
-    published after commit.
+    published after commit. It runs on its node again, unless that node may no longer take it
+    (cordoned, its labels changed, no capacity left): then it is placed again as a create would be, and
+    a retry that no node may take is a TaskConflict saying why.
 
     `node` moves the new run to another node (the dead-node sweep); `note` replaces the default
     task_status_data, which keeps the ended run's data under "previous_attempt"."""
@@ -308,6 +340,11 @@ def task_retry(
             raise TaskNotFound(task_id)
         if not task.node:
             raise TaskConflict(f"Task {task_id!r} is a tracked task: its caller drives it, and it has no runs to retry")
+        if task.task_status not in (Status.FAILED, Status.CANCELLED):
+            raise TaskConflict(
+                f"Only a failed or cancelled task can be retried; task {task_id!r} is {task.task_status}"
+            )
+        target, record = (node, task.placement) if node else _placed_again(task)
         run = new_run_id()
         outcome = task_transition(
             update=StatusUpdate(
@@ -320,14 +357,73 @@ def task_retry(
             )
         previous = task.task_status_data or {}
         GlobalTask.objects.filter(pk=task_id).update(
-            node=node or task.node,
+            node=target,
             run_id=run,
             attempts=task.attempts + 1,
             dispatched_at=None,
+            placement=record,
             task_status_data=note if note is not None else {"previous_attempt": {"attempt": task.attempts, **previous}},
             task_update_timestamp=now_ts(),
         )
         # A message of the ended run may still sit in a queue (its node was down): it must not run.
+        transaction.on_commit(partial(dispatch.end_run, task.run_id, End.VOID))
+        transaction.on_commit(partial(dispatch.publish, task_id))
+    return GlobalTask.objects.get(pk=task_id)
+
+
+def _placed_again(task: GlobalTask) -> tuple[str, dict[str, Any]]:
+    """Where a retried task runs: its node if that may still take it, else where a create would place it
+    now (among its participants, or only the node its create named)."""
+    placement = Placement()
+    info = placement.nodes([task.node])[task.node]
+    need = reserved_by(task.constraints)
+    if need:
+        placement.lock()
+    reserved = placement.reserved([task.node])[task.node] if need else None
+    if info is not None and not unfit(info, task.constraints or {}, reserved):
+        return task.node, task.placement
+    spec = specs.get(task.task_type)
+    explicit = task.placement.get("rule") == "explicit" or spec is None
+    candidates = [task.node] if explicit or spec is None else (spec.participants(task.task_data) or [task.node])
+    known = [n for n, i in placement.nodes(candidates).items() if i is not None]
+    choice = choose(
+        task_type=task.task_type,
+        candidates=known or [task.node],
+        constraints=task.constraints or {},
+        placement=placement,
+        explicit=explicit,
+        key=task.order_key,
+    )
+    if choice.unschedulable:
+        raise TaskConflict(f"Task {task.task_id!r} cannot be retried now: {choice.unschedulable}")
+    return choice.node, choice.record
+
+
+def task_move(*, task_id: str, node: str, source: str, record: dict[str, Any]) -> GlobalTask:
+    """Move a pending executed task to another node (a drain): a new run there, a pending -> pending
+    history row naming both nodes, published after commit; its old run is voided, so that a message of it
+    still queued on the old node never runs. `record`: its new placement (why it runs there now).
+    TaskConflict if it is no longer pending: a node may have it."""
+    with transaction.atomic():
+        task = GlobalTask.objects.select_for_update().filter(pk=task_id).only("node", "run_id", "placement").first()
+        if task is None:
+            raise TaskNotFound(task_id)
+        run = new_run_id()
+        outcome = task_transition(
+            update=StatusUpdate(
+                task_id=task_id, status="pending", move=True, source=source, run_id=run, origin=Origin.SERVER
+            )
+        )
+        if outcome.verdict is not Verdict.APPLY:
+            raise TaskConflict(f"Only a pending task can be moved; task {task_id!r} is {outcome.from_status}")
+        moved = {"from": task.node, "to": node, "at": now_ts(), "by": source}
+        GlobalTask.objects.filter(pk=task_id).update(
+            node=node,
+            run_id=run,
+            dispatched_at=None,
+            placement={**record, "moves": [*task.placement.get("moves", []), moved][-10:]},
+            task_update_timestamp=now_ts(),
+        )
         transaction.on_commit(partial(dispatch.end_run, task.run_id, End.VOID))
         transaction.on_commit(partial(dispatch.publish, task_id))
     return GlobalTask.objects.get(pk=task_id)

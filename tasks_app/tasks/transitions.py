@@ -14,7 +14,7 @@ Who may ask for what:
   does the type's completion hook write its record;
 - a client (Origin.CLIENT) drives a tracked task through any forward change; an executed task's
   status comes from its node, so a client may only fail it (cancel is a service of its own);
-- taskhub itself (Origin.SERVER): cancel, retry, the dead-node sweep, the pull API.
+- taskhub itself (Origin.SERVER): cancel, retry, a drain's moves, the dead-node sweep, the pull API.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def verdict_for(u: StatusUpdate, *, status: str, status_data: Any, node: str, ru
     refused = _screen(u, node=node, run_id=run_id)
     if refused is not None:
         return refused
-    verdict = judge(status, u.status, retry=u.retry)
+    verdict = judge(status, u.status, retry=u.retry, move=u.move)
     if verdict is Verdict.REJECT:
         return verdict, f"cannot change task_status from {status!r} to {u.status!r}"
     if verdict is Verdict.SAME and status in TERMINAL and u.status_data is not None and u.status_data != status_data:
@@ -167,7 +167,7 @@ def _apply(u: StatusUpdate, state: _State | None, at: datetime) -> Outcome:
             target, data = _complete(u.task_id, state, data)
         if before == Status.CANCELLING:
             data = _cancel_outcome(state.status_data, data, target, by_node=u.origin is Origin.NODE)
-        run_id = u.run_id if u.retry else state.run_id
+        run_id = u.run_id if u.retry or u.move else state.run_id
         state.status = target
         state.dirty = True
         state.history.append(
@@ -210,6 +210,8 @@ def _screen(u: StatusUpdate, *, node: str, run_id: str) -> tuple[Verdict, str] |
             current = run_id or "none: a tracked task has no runs"
             return Verdict.STALE, f"{u.status!r} from run {u.run_id or '(no run)'}, not the current run ({current})"
         return None
+    if u.move and u.origin is not Origin.SERVER:
+        return Verdict.REJECT, "a task is moved to another node by taskhub (a drain), not by a client"
     if u.status == Status.CANCELLING and u.origin is not Origin.SERVER:
         return Verdict.REJECT, "'cancelling' is set by a cancel (POST /api/v1/tasks/<id>/cancel/), not written"
     if node and u.origin is Origin.CLIENT and u.status != Status.FAILED and not u.retry:
@@ -356,6 +358,8 @@ def _initial_refusal(task: GlobalTask) -> str:
     service allowed, except cancelling."""
     if judge_initial(task.task_status, executed=bool(task.node)) is not Verdict.REJECT:
         return ""
+    if task.node and task.task_status == Status.FAILED and task.placement.get("outcome") == "unschedulable":
+        return ""  # no node may take it (tasks_app/fleet/placement.py): it fails at once, saying why
     if task.node:
         return f"an executed task starts 'pending' (its node reports the rest), not {task.task_status!r}"
     return "'cancelling' is set by a cancel, not written"

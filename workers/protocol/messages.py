@@ -59,6 +59,8 @@ class StatusUpdate:
     source: str = ""
     # Only an explicit retry may take a failed (or cancelled) task back to pending.
     retry: bool = False
+    # A pending task moved to another node (a drain), with a new run: pending -> pending, from taskhub only.
+    move: bool = False
     # The run a node's report is about; a report for any other run than the task's current one is ignored.
     run_id: str = ""
     origin: Origin = Origin.CLIENT

@@ -72,14 +72,17 @@ def canonical(value: object) -> str | None:
     return alias.value if alias is not None else None
 
 
-def judge(current: str, target: str, *, retry: bool = False) -> Verdict:
+def judge(current: str, target: str, *, retry: bool = False, move: bool = False) -> Verdict:
     """Decide whether a task in `current` may move to `target`.
 
     - final statuses stay final; the one way out is an explicit retry, failed or cancelled -> pending;
+    - a move (a new run on another node) takes a pending task to pending, and nothing else;
     - otherwise a task only moves forward (pending -> received -> in_progress -> final);
     - cancelling may follow any unfinished status, and ends in any final one.
     """
     cur, tgt = Status(current), Status(target)
+    if move:
+        return Verdict.APPLY if cur == tgt == Status.PENDING else Verdict.REJECT
     if retry:
         ok = cur in (Status.FAILED, Status.CANCELLED) and tgt == Status.PENDING
         return Verdict.APPLY if ok else Verdict.REJECT

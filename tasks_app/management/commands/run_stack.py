@@ -17,6 +17,13 @@ from tasks_app.fleet import services as cluster_services
 from tasks_app.ops import accounts
 
 
+def demo_placement(index: int, count: int) -> dict[str, Any]:
+    """The demo nodes' labels and capacity, to try placement on (docs/task-types.md, "Placement"): each in
+    its own zone, the middle one (node2 of three) with an ssd, and 4 slots each."""
+    disk = "ssd" if index == count // 2 else "hdd"
+    return {"labels": {"zone": chr(ord("a") + index % 26), "disk": disk}, "capacity": {"slots": 4}}
+
+
 class Command(BaseCommand):
     help = (
         "Run the whole local stack until Ctrl-C: web, writer, scheduler, and a demo cluster whose nodes each "
@@ -61,9 +68,11 @@ class Command(BaseCommand):
         nodes = [n for n in options["demo_nodes"].split(",") if n]
         if nodes:
             cluster = cluster_services.cluster_ensure(name=options["demo_cluster"])
-            for name in nodes:
+            for i, name in enumerate(nodes):
                 data_dir = settings.VAR_DIR / "nodes" / name
-                cluster_services.node_register(cluster=cluster, name=name, data_dir=str(data_dir))
+                cluster_services.node_register(
+                    cluster=cluster, name=name, data_dir=str(data_dir), **demo_placement(i, len(nodes))
+                )
                 argv = [sys.executable, "-m", "workers", name, "--data-dir", str(data_dir), "--loglevel", "WARNING"]
                 procs.append(devstack.Proc(f"node {name}", argv, env))
         self._banner(
@@ -99,6 +108,8 @@ class Command(BaseCommand):
                     f"  Try             .venv/bin/taskhub volume create vol1 --cluster {cluster} "
                     + " ".join(f"--unit {n}" for n in nodes)
                     + " --watch",
+                    f"                  .venv/bin/taskhub node list   (labels zone=a.., disk=ssd on "
+                    f"{nodes[len(nodes) // 2]}, 4 slots each; cordon, drain, uncordon)",
                 ]
                 if nodes
                 else []
