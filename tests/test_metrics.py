@@ -17,6 +17,7 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
+from tasks_app.fleet.scheduling import node_cordon
 from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import Node
 from tasks_app.ops import metrics
@@ -165,6 +166,30 @@ def test_tasks_and_nodes_online_gauges(client: Client, redis_stream: redis.Redis
     assert value(s, "taskhub_metrics_source_up", source="database") == 1
 
 
+def test_placement_gauges_show_scheduling_capacity_and_reservations(client: Client, redis_stream: redis.Redis) -> None:
+    demo = cluster_ensure(name="demo")
+    for name in ("n1", "n2", "n3"):
+        node_register(cluster=demo, name=name, capacity={"slots": 4}, capacity_blocks=100)
+    Node.objects.filter(name__in=["n1", "n2", "n3"]).update(last_heartbeat=datetime.now(UTC))
+    node_cordon(node=Node.objects.get(name="n3"))
+    units = [{"node": n} for n in ("n1", "n2", "n3")]
+    created, _ = task_create(
+        task_type="volume_create",
+        execute=True,
+        node="n2",
+        task_data={"cluster": "demo", "name": "v1", "storage_units": units},
+        constraints={"capacity": {"slots": 3}},
+    )
+    assert created.node == "n2" and created.task_status == "pending"
+    s = scrape(client)
+    assert value(s, "taskhub_nodes", cluster="demo", scheduling="schedulable") == 2
+    assert value(s, "taskhub_nodes", cluster="demo", scheduling="cordoned") == 1
+    assert value(s, "taskhub_node_capacity", node="n2", resource="slots") == 4
+    assert value(s, "taskhub_node_capacity", node="n2", resource="blocks") == 100  # as its worker reports
+    assert value(s, "taskhub_node_reserved", node="n2", resource="slots") == 3
+    assert value(s, "taskhub_node_reserved", node="n1", resource="slots") == 0
+
+
 def test_redis_down_fails_neither_a_create_nor_the_scrape(
     client: Client, settings: Any, django_capture_on_commit_callbacks: Capture
 ) -> None:
@@ -230,7 +255,6 @@ def test_metrics_answer_get_only(client: Client, redis_stream: redis.Redis) -> N
 
 
 def test_a_node_token_cannot_read_private_metrics(client: Client, private: None) -> None:
-    from tasks_app.fleet.services import cluster_ensure, node_register
     from tasks_app.ops.accounts import node_account_ensure, token_issue
 
     node = node_register(cluster=cluster_ensure(name="demo"), name="node1")

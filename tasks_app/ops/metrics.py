@@ -20,7 +20,9 @@ Counted here:
   taskhub_updates_refused_total                     transitions: queued updates the status rules refuse
 Read at scrape time:
   taskhub_update_stream_backlog, taskhub_update_stream_lag_seconds, taskhub_dead_letters, taskhub_tasks{status},
-  taskhub_nodes_online{cluster}, taskhub_metrics_source_up{source}
+  taskhub_nodes_online{cluster}, taskhub_nodes{cluster,scheduling}, taskhub_node_capacity{node,resource},
+  taskhub_node_reserved{node,resource} (what placement sees: tasks_app/fleet/placement.py),
+  taskhub_metrics_source_up{source}
 """
 
 from __future__ import annotations
@@ -356,6 +358,35 @@ class TaskhubCollector(Collector):
             nodes.add_metric([name], float(n))
         yield tasks
         yield nodes
+        yield from self._placement()
+
+    def _placement(self) -> Iterator[Metric]:
+        """Each node's scheduling state, capacity and reserved capacity, so that an alert can fire on a node
+        left cordoned or a resource running out before creates start failing as unschedulable."""
+        from tasks_app.fleet.placement import capacity_of
+        from tasks_app.fleet.selectors import node_loads
+        from tasks_app.models import Node
+
+        rows = list(Node.objects.values_list("name", "cluster__name", "scheduling", "capacity", "capacity_blocks"))
+        loads = node_loads([r[0] for r in rows])
+        states = GaugeMetricFamily("taskhub_nodes", "Registered nodes", labels=["cluster", "scheduling"])
+        capacity = GaugeMetricFamily("taskhub_node_capacity", "What a node offers", labels=["node", "resource"])
+        reserved = GaugeMetricFamily(
+            "taskhub_node_reserved", "Capacity reserved by a node's unfinished tasks", labels=["node", "resource"]
+        )
+        counts = Counter((cluster, scheduling) for _, cluster, scheduling, _, _ in rows)
+        for (cluster, scheduling), n in sorted(counts.items()):
+            states.add_metric([cluster, scheduling], float(n))
+        for name, _, _, declared, blocks in rows:
+            offered = capacity_of(declared if isinstance(declared, dict) else {}, blocks)
+            taken = loads[name].reserved
+            for resource in sorted(set(offered) | set(taken)):
+                if resource in offered:
+                    capacity.add_metric([name, resource], float(offered[resource]))
+                reserved.add_metric([name, resource], float(taken.get(resource, 0)))
+        yield states
+        yield capacity
+        yield reserved
 
 
 REGISTRY = CollectorRegistry(auto_describe=False)
