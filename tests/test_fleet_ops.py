@@ -282,6 +282,38 @@ def test_a_cordoned_node_gets_no_new_task_until_uncordoned(client: Client, fleet
     assert create(client, volume_body("uncord-explicit", [A, B, C], node=A))["task_status"] == "pending"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_drain_moves_a_task_that_reserves_capacity_within_the_target_free_capacity(
+    client: Client, fleet: Cluster
+) -> None:
+    """Outside any test transaction, as a real request runs: the move of a task that needs capacity locks
+    the nodes (no 500), and lands only where the capacity is free."""
+    for name, slots in ((A, 2), (B, 1), (C, 2)):
+        Node.objects.filter(name=name).update(capacity={"slots": slots})
+    Node.objects.filter(name=C).update(scheduling="cordoned")
+    held = create(client, volume_body("held", [A, B, C], node=B, constraints={"capacity": {"slots": 1}}))
+    assert held["node"] == B and held["task_status"] == "pending"  # B's only slot
+    moving = [
+        create(client, volume_body(f"mv{i}", [A, B, C], node=A, constraints={"capacity": {"slots": 1}}))
+        for i in range(2)
+    ]
+    assert [m["task_status"] for m in moving] == ["pending", "pending"]
+
+    resp = client.post(f"/api/v1/nodes/{A}/drain/")
+    assert resp.status_code == 200, resp.content
+    report = resp.json()
+    # B is full and C cordoned: nothing may take them, and they stay, saying why.
+    assert report["moved"] == [] and len(report["stayed"]) == 2, report
+    assert all(f"{B}: slots: needs 1, 0 of 1 free" in s["reason"] for s in report["stayed"]), report
+    client.post(f"/api/v1/nodes/{C}/uncordon/")
+    report = client.post(f"/api/v1/nodes/{A}/drain/").json()  # safe to repeat: now C has two free slots
+    assert sorted(m["to"] for m in report["moved"]) == [C, C], report
+    assert GlobalTask.objects.filter(node=C, task_status="pending").count() == 2
+    nodes = {n["name"]: n for n in client.get("/api/v1/nodes/").json()}
+    assert nodes[C]["reserved"] == {"slots": 2} and nodes[C]["free"] == {"slots": 0}
+    assert nodes[A]["reserved"] == {} and nodes[A]["drained"] is True
+
+
 def test_the_unschedulable_message_of_one_candidate_says_it_cannot_take_it(fleet: Cluster) -> None:
     Node.objects.filter(name=A).update(scheduling="cordoned")
     task = task_create(task_type="noop", task_data={"node": A}, execute=True)[0]

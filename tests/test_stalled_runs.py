@@ -21,6 +21,7 @@ import redis
 
 from taskhub.celery import app as celery_app
 from tasks_app.fleet.models import BlockAllocation, Node
+from tasks_app.fleet.scheduling import node_cordon
 from tasks_app.fleet.services import cluster_ensure, node_register, record_heartbeats
 from tasks_app.fleet.stalled import SOURCE, SweepResult, sweep_stalled_runs
 from tasks_app.tasks.models import GlobalTask, TaskStatusChange
@@ -122,6 +123,27 @@ def test_a_run_its_node_no_longer_has_fails_as_stalled_and_is_retried(
     assert run_asks.asked(N) == {}  # the question is settled
     # Whatever the old run says later is ignored: it is not the task's run any more.
     assert node_report(task.task_id, "completed", {"node": N}, run_id=task.run_id).verdict is Verdict.STALE
+
+
+@pytest.mark.django_db
+def test_a_stalled_run_no_node_may_retry_stays_failed_and_the_sweep_goes_on(
+    node: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Its node was cordoned (an operator took it out of service): the retry has nowhere to go. The task
+    stays failed, saying why, and the stalled run after it is still dealt with."""
+    stuck, other = started(), started()
+    node_cordon(node=Node.objects.get(name=N))
+    beat(running=[])
+    assert sweep(django_capture_on_commit_callbacks) == SweepResult(asked=2)
+    beat(running=[], no_outcome=[stuck.run_id, other.run_id])
+    assert sweep(django_capture_on_commit_callbacks) == SweepResult(failed=2)
+    for task in (stuck, other):
+        after = GlobalTask.objects.get(pk=task.task_id)
+        assert after.task_status == "failed" and after.run_id == task.run_id
+        assert after.task_status_data["error"]["type"] == "Stalled"
+        assert "cannot be retried now: unschedulable" in after.task_status_data["not_retried"]
+        assert f"{N}: cordoned" in after.task_status_data["not_retried"]
+        assert run_end.end_of(task.run_id) is run_end.End.VOID
 
 
 @pytest.mark.django_db

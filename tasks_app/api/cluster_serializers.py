@@ -78,11 +78,12 @@ class NodeSerializer(serializers.ModelSerializer[Node]):
         read_only_fields = fields
 
     def _load(self, obj: Node) -> Load:
-        # Every node's load in two queries, once per answer (a list shows them all).
+        # The loads of every node this answer shows (one, or a list's page) in two queries, read once.
         loads: dict[str, Load] = self.context.setdefault("node_loads", {})
         if obj.name not in loads:
-            names = list(Node.objects.values_list("name", flat=True)) if not loads else [obj.name]
-            loads.update(node_loads(names if obj.name in names else [*names, obj.name]))
+            shown = getattr(self.parent, "instance", None) if self.parent is not None else None
+            names = [n.name for n in shown] if isinstance(shown, list | tuple) else [obj.name]
+            loads.update(node_loads([n for n in dict.fromkeys([*names, obj.name]) if n not in loads]))
         return loads[obj.name]
 
     def get_online(self, obj: Node) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +30,7 @@ from django.conf import settings
 
 from tasks_app.errors import InvalidInput
 from tasks_app.fleet.models import Node
-from tasks_app.fleet.selectors import node_last_assigned, node_loads, online_cutoff
+from tasks_app.fleet.selectors import node_last_assigned, node_reserved, node_unfinished_counts, online_cutoff
 from tasks_app.tasks.models import GlobalTask, now_ts
 
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
@@ -175,9 +175,13 @@ class Placement:
         # key_nodes: ordering keys already placed by the caller (a drain's earlier moves).
         self._key_nodes: dict[str, str] = dict(key_nodes or {})
         self.assigned: Counter[str] = Counter()
+        # Read once per node and request; the request's own placements are added as they are made.
         self._reserved: dict[str, Counter[str]] = {}
+        self._unfinished: dict[str, int] = {}
+        self._stored_last: dict[str, int] = {}
         self._last: dict[str, int] = {}
         self._locked = False
+        self._placed_need: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
     def nodes(self, names: Iterable[str]) -> dict[str, NodeInfo | None]:
         wanted = list(dict.fromkeys(names))
@@ -214,14 +218,19 @@ class Placement:
         if not self._locked:
             list(Node.objects.select_for_update().order_by("name").values_list("pk", flat=True))
             self._locked = True
-            self._reserved.clear()  # read again under the lock
+            # Read again under the lock: what was read before it may have changed (a cordon, a capacity, a
+            # reservation). What this request placed itself is kept.
+            self._nodes.clear()
+            self._reserved.clear()
+            self._unfinished.clear()
 
     def reserved(self, names: list[str]) -> dict[str, Counter[str]]:
+        """Capacity reserved on each node: its unfinished tasks' (stored) and this request's."""
         unknown = [n for n in names if n not in self._reserved]
         if unknown:
-            loads = node_loads(unknown)
+            stored = node_reserved(unknown)
             for n in unknown:
-                self._reserved[n] = Counter(loads[n].reserved)
+                self._reserved[n] = Counter(stored[n]) + self._placed_need[n]
         return {n: self._reserved[n] for n in names}
 
     def placed(self, key: str, node: str, need: Mapping[str, int]) -> None:
@@ -230,15 +239,21 @@ class Placement:
         self.assigned[node] += 1
         self._last[node] = time.time_ns()
         if need:
-            self._reserved.setdefault(node, Counter()).update(need)
+            self._placed_need[node].update(need)
+            if node in self._reserved:
+                self._reserved[node].update(need)
 
     def last_assigned(self, names: list[str]) -> dict[str, int]:
-        stored = node_last_assigned(names)
-        return {n: self._last.get(n, stored.get(n, 0)) for n in names}
+        unknown = [n for n in names if n not in self._stored_last]
+        if unknown:
+            self._stored_last.update(node_last_assigned(unknown))
+        return {n: self._last.get(n, self._stored_last[n]) for n in names}
 
     def unfinished(self, names: list[str]) -> dict[str, int]:
-        loads = node_loads(names)
-        return {n: loads[n].unfinished + self.assigned[n] for n in names}
+        unknown = [n for n in names if n not in self._unfinished]
+        if unknown:
+            self._unfinished.update(node_unfinished_counts(unknown))
+        return {n: self._unfinished[n] + self.assigned[n] for n in names}
 
 
 def unfit(info: NodeInfo, constraints: Mapping[str, Any], reserved: Mapping[str, int] | None) -> str:
@@ -273,12 +288,11 @@ def choose(
 ) -> Choice:
     """Pick the node among the candidates (registered nodes) for a task with these constraints, and
     note it in `placement` (its load and reservation count for the request's later tasks)."""
-    infos = placement.nodes(candidates)
     need = reserved_by(constraints)
-    reserved: dict[str, Counter[str]] = {}
     if need:
-        placement.lock()
-        reserved = placement.reserved(candidates)
+        placement.lock()  # before reading the nodes: their state and capacity as they are under the lock
+    infos = placement.nodes(candidates)
+    reserved = placement.reserved(candidates) if need else {}
     passed: dict[str, str] = {}
     for name in candidates:
         info = infos[name]

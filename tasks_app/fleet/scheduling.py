@@ -15,7 +15,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks_app.errors import TaskConflict, TaskNotFound
+from django.db import transaction
+
 from tasks_app.fleet.models import Node
 from tasks_app.fleet.placement import Placement, choose, rule_for
 from tasks_app.fleet.selectors import node_loads
@@ -76,39 +77,41 @@ def node_drain(*, node: Node, source: str, limit: int = 10_000) -> DrainReport:
 
 
 def _move_one(task_id: str, away_from: str, source: str, followed: dict[str, str], report: DrainReport) -> None:
-    task = GlobalTask.objects.filter(pk=task_id, node=away_from, task_status=Status.PENDING).first()
-    if task is None:
-        return  # a node took it, or it ended, meanwhile
-    spec = specs.get(task.task_type)
-    if spec is None or not spec.reassignable:
-        report.stayed.append({"task_id": task_id, "reason": f"{task.task_type} runs only on the node it was given"})
-        return
-    others = [n for n in spec.participants(task.task_data) if n != away_from]
-    placement = Placement(key_nodes={task.order_key: followed[task.order_key]} if task.order_key in followed else None)
-    known = [n for n, info in placement.nodes(others).items() if info is not None]
-    if not known:
-        report.stayed.append({"task_id": task_id, "reason": "no other registered node takes part in it"})
-        return
-    choice = choose(
-        task_type=task.task_type,
-        candidates=known,
-        constraints=task.constraints or {},
-        placement=placement,
-        key=task.order_key,
-        rule=rule_for(task.task_type) if rule_for(task.task_type) != "explicit" else "balanced",
-    )
-    if choice.unschedulable:
-        report.stayed.append({"task_id": task_id, "reason": choice.unschedulable})
-        return
-    try:
+    # One transaction from reading where the task may go to moving it there: the capacity placement found
+    # free (and locked) is still free when the moved task reserves it.
+    with transaction.atomic():
+        task = GlobalTask.objects.select_for_update().filter(pk=task_id).first()
+        if task is None or task.node != away_from or task.task_status != Status.PENDING:
+            return  # a node took it, it ended, or it moved, meanwhile
+        spec = specs.get(task.task_type)
+        if spec is None or not spec.reassignable:
+            report.stayed.append({"task_id": task_id, "reason": f"{task.task_type} runs only on the node it was given"})
+            return
+        others = [n for n in spec.participants(task.task_data) if n != away_from]
+        key_nodes = {task.order_key: followed[task.order_key]} if task.order_key in followed else None
+        placement = Placement(key_nodes=key_nodes)
+        known = [n for n, info in placement.nodes(others).items() if info is not None]
+        if not known:
+            report.stayed.append({"task_id": task_id, "reason": "no other registered node takes part in it"})
+            return
+        rule = rule_for(task.task_type)
+        choice = choose(
+            task_type=task.task_type,
+            candidates=known,
+            constraints=task.constraints or {},
+            placement=placement,
+            key=task.order_key,
+            rule=rule if rule != "explicit" else "balanced",
+        )
+        if choice.unschedulable:
+            report.stayed.append({"task_id": task_id, "reason": choice.unschedulable})
+            return
         task_move(
             task_id=task_id,
             node=choice.node,
             source=f"{source}: drain of {away_from}, moved to {choice.node}"[:128],
             record=choice.record,
         )
-    except (TaskConflict, TaskNotFound):
-        return  # no longer pending: its node has it, so it finishes there (or it is gone)
     if task.order_key:
         followed[task.order_key] = choice.node
     report.moved.append({"task_id": task_id, "to": choice.node})

@@ -91,20 +91,30 @@ class Load:
 
 def node_loads(names: list[str]) -> dict[str, Load]:
     """Each named node's load: two queries whatever the number of nodes (the task_node_status index)."""
-    loads = {n: Load() for n in names}
-    if not names:
-        return loads
-    open_tasks = GlobalTask.objects.filter(node__in=names, task_status__in=UNFINISHED)
-    for node, n in open_tasks.values_list("node").annotate(n=Count("task_id")).values_list("node", "n"):
-        loads[node].unfinished = n
+    unfinished, reserved = node_unfinished_counts(names), node_reserved(names)
+    return {n: Load(unfinished[n], reserved[n]) for n in names}
+
+
+def node_unfinished_counts(names: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(names, 0)
+    if names:
+        open_tasks = GlobalTask.objects.filter(node__in=names, task_status__in=UNFINISHED)
+        for node, n in open_tasks.values_list("node").annotate(n=Count("task_id")).values_list("node", "n"):
+            counts[node] = n
+    return counts
+
+
+def node_reserved(names: list[str]) -> dict[str, dict[str, int]]:
+    """Capacity each node's unfinished tasks reserve: the sum of what they asked for (placement.py). Only the
+    tasks that asked for capacity are read (few: those that state constraints)."""
     sums: dict[str, Counter[str]] = {n: Counter() for n in names}
-    for node, constraints in open_tasks.filter(constraints__has_key="capacity").values_list("node", "constraints"):
-        need = constraints.get("capacity") if isinstance(constraints, dict) else None
-        if isinstance(need, dict):
-            sums[node].update({k: v for k, v in need.items() if isinstance(v, int)})
-    for n in names:
-        loads[n].reserved = dict(sums[n])
-    return loads
+    if names:
+        asked = GlobalTask.objects.filter(node__in=names, task_status__in=UNFINISHED, constraints__has_key="capacity")
+        for node, constraints in asked.values_list("node", "constraints"):
+            need = constraints.get("capacity") if isinstance(constraints, dict) else None
+            if isinstance(need, dict):
+                sums[node].update({k: v for k, v in need.items() if isinstance(v, int) and not isinstance(v, bool)})
+    return {n: dict(sums[n]) for n in names}
 
 
 def node_last_assigned(names: list[str]) -> dict[str, int]:

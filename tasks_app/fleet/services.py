@@ -11,6 +11,7 @@ from tasks_app.errors import AlreadyExists, NodeBusy
 from tasks_app.fleet.models import Cluster, Node
 from tasks_app.tasks.models import GlobalTask
 from workers.protocol.messages import Heartbeat, Origin, StatusUpdate
+from workers.protocol.status import UNFINISHED
 
 
 def cluster_ensure(*, name: str) -> Cluster:
@@ -187,4 +188,6 @@ def node_pull_tasks(*, node: Node, since: int | None = None) -> list[GlobalTask]
             ]
         )
         ids = [task_id for task_id, _ in rows]
-    return list(GlobalTask.objects.filter(pk__in=ids).order_by("task_create_timestamp", "task_id"))
+        # Still this node's: a drain may have moved one between the read and its transition (then STALE).
+        fetched = GlobalTask.objects.filter(pk__in=ids, node=node.name, task_status__in=UNFINISHED)
+        return list(fetched.order_by("task_create_timestamp", "task_id"))

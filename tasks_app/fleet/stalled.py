@@ -40,6 +40,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery
 
+from tasks_app.errors import TaskConflict
 from tasks_app.fleet.models import Node
 from tasks_app.fleet.selectors import online_cutoff
 from tasks_app.tasks import stream
@@ -203,8 +204,15 @@ def _fail_run(stalled: _Stalled) -> str:
         log.warning("task %s: %s", task.task_id, message)
         spec = specs.get(task.task_type)
         if spec is not None and task.attempts < spec.retry_limit():
-            task_retry(task_id=task.task_id, source=SOURCE)  # a new run; the old one is voided
-            return "retried"
+            try:
+                task_retry(task_id=task.task_id, source=SOURCE)  # a new run; the old one is voided
+                return "retried"
+            except TaskConflict as exc:
+                # No node may take it now (its node was cordoned, say): it stays failed, saying why, and
+                # the sweep goes on to the next stalled run.
+                GlobalTask.objects.filter(pk=task.task_id).update(
+                    task_status_data={**error, "not_retried": exc.message}
+                )
         # Should the run turn up after all, nothing it says may land.
         transaction.on_commit(partial(end_run, stalled.run_id, End.VOID))
         return "failed"

@@ -141,6 +141,11 @@ def new_task_row(
     """The row a create inserts (not saved yet; task_create and the bulk create share it). An executed
     task's payload is validated and checked, and it gets its node and its first run; InvalidInput,
     naming the field, if it cannot. `placement`: shared by the tasks of one request (dispatch.prepare)."""
+    if execute and task_status != Status.PENDING:
+        # Before placing it (which reserves capacity for the rest of a bulk request): it would be refused.
+        raise InvalidInput(
+            f"task_status: an executed task starts 'pending' (its node reports the rest), not {task_status!r}"
+        )
     if execute:
         prepared = dispatch.prepare(
             task_type=task_type,
@@ -158,7 +163,7 @@ def new_task_row(
         )
     else:
         prepared = dispatch.Prepared(task_data)
-    if prepared.unschedulable and task_status == Status.PENDING:
+    if prepared.unschedulable:
         # No node may take it: it fails now, saying why, rather than wait for a node that never comes.
         task_status = Status.FAILED.value
         task_status_data = {"error": {"type": "Unschedulable", "message": prepared.unschedulable}}
