@@ -3,7 +3,8 @@
 (a) POST /task req/s vs bare Django; (b) writer updates/s vs one UPDATE per message;
 (c) GET /tasks p50/p99 on 1M rows; (d) end to end, noop tasks created -> completed vs bare Celery at
 its best and Celery + django-celery-results, with CPU and memory per process, then latency and
-memory at a steady rate; (e) bulk create, in process and over HTTP; (g) growth: lists at 1M and 10M
+memory at a steady rate; (e) bulk create, in process and over HTTP; (p) placement: single creates/s
+and latency per assignment rule on 3 and 30 nodes (bench/placement.py); (g) growth: lists at 1M and 10M
 rows, end to end with 1, 3 and 10 node workers, fleet scale (bench/growth.py). `--only d` (or
 `--only a,c`, ...) runs some of them. Child processes are stopped and the bench's own Redis keys and
 scratch rows removed at the end, whatever happens.
@@ -31,7 +32,7 @@ def _load_average() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-SECTIONS = ("a", "b", "c", "d", "e", "g")
+SECTIONS = ("a", "b", "c", "d", "e", "p", "g")
 
 
 def run(cfg: config.Config, sections: tuple[str, ...] = SECTIONS) -> None:
@@ -119,6 +120,12 @@ def run(cfg: config.Config, sections: tuple[str, ...] = SECTIONS) -> None:
 
         print("(e) bulk create: in process and over HTTP ...", flush=True)
         rows += bulk_create.measure(cfg)  # bench/bulk_create.py; removes its own rows
+
+    if "p" in sections:
+        from bench import placement
+
+        print("(p) placement: single creates per assignment rule ...", flush=True)
+        rows += placement.measure(cfg)  # bench/placement.py; removes its own rows, nodes and queues
 
     if "g" in sections:
         from bench import growth
@@ -241,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default=",".join(SECTIONS),
         help="comma-separated sections to run: a (POST /task), b (writer), c (GET /tasks), d (end to end), "
-        "e (bulk create), g (growth: lists at 1M and 10M rows, 1/3/10 node workers, fleet scale)",
+        "e (bulk create), p (placement), g (growth: lists at 1M and 10M rows, 1/3/10 node workers, fleet scale)",
     )
     args = parser.parse_args(argv)
     sections = tuple(s for s in SECTIONS if s in {p.strip() for p in args.only.split(",")})

@@ -149,8 +149,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 
 # --- Dispatch and the writer ----------------------------------------------------------------------
-# How each type picks its node: "first" participant (Kadalu's rule, the default), "least_loaded"
-# online participant, or "explicit" (the request must name it): "volume_create=least_loaded,...".
+# How each type picks its node among those that may take it (tasks_app/fleet/placement.py): "balanced"
+# (the default: least loaded; "least_loaded" is the same), "first" participant (Kadalu's rule), or
+# "explicit" (the request must name it): "volume_create=first,block_alloc=explicit".
 TASKHUB_ASSIGNMENT = dict(p.split("=", 1) for p in env.list("TASKHUB_ASSIGNMENT", default=[]) if "=" in p)
 # The sweep publishes tasks that committed but were never published after this many seconds ...
 TASKHUB_DISPATCH_GRACE_SECONDS = env.int("TASKHUB_DISPATCH_GRACE_SECONDS", default=5)
