@@ -5,7 +5,7 @@ from __future__ import annotations
 from tasks_app.errors import InvalidInput
 from tasks_app.fleet.models import Cluster, Node
 from tasks_app.tasks.models import GlobalTask
-from workers.protocol.status import TERMINAL
+from workers.protocol.status import UNFINISHED
 
 
 def cluster(name: str) -> Cluster:
@@ -28,4 +28,5 @@ def in_flight(task_type: str, **data_fields: str) -> bool:
     """Whether an unfinished task of this type has these task_data fields."""
     lookups = {f"task_data__{key}": value for key, value in data_fields.items()}
     executed = GlobalTask.objects.filter(task_type=task_type, **lookups).exclude(node="")  # tracked records never count
-    return executed.exclude(task_status__in=TERMINAL).exists()
+    # IN (the unfinished statuses), not NOT IN (the final ones): only the former can use an index.
+    return executed.filter(task_status__in=UNFINISHED).exists()
