@@ -310,6 +310,7 @@ def _seed_components() -> dict[str, Schema]:
                 "node": {"type": "string", "nullable": True, "description": "only with execute: true"},
                 "constraints": {
                     **CONSTRAINTS_SCHEMA,
+                    "nullable": True,
                     "description": "only with execute: true: labels and capacity "
                     "its node must offer (docs/task-types.md, Placement)",
                 },
