@@ -140,6 +140,13 @@ def test_two_writers_keep_each_tasks_updates_in_order(child_env: dict[str, str],
         start_manage(["run_writer", "--batch-size", "25"], child_env, tmp_path / f"writer{i}.log") for i in range(2)
     ]
     try:
+        # Both at work before the updates come: one alone can drain them before the other has started, and
+        # a writer stopped while it starts up (before its signal handler) exits as killed.
+        wait_until(
+            lambda: all("writer started" in (tmp_path / f"writer{i}.log").read_text() for i in range(2)),
+            60,
+            "both writers to start",
+        )
         _push_lives(ids)
         wait_until(lambda: _applied() == len(ids) * len(LIFE), 90, "two writers to drain the stream")
     finally:
