@@ -20,7 +20,7 @@ from cli.errors import EXIT_FAILED
 from cli.nodes import parse_amounts, parse_pairs
 from cli.watch import task_path, watch_and_exit
 
-app = typer.Typer(help="Tasks: list, show, create, create-many, watch, retry, cancel.", no_args_is_help=True)
+app = typer.Typer(help="Tasks: list, show, create, create-many, watch, retry, replay, cancel.", no_args_is_help=True)
 
 TASKS_PATH = "/api/v1/tasks/"
 BULK_PATH = f"{TASKS_PATH}bulk/"
@@ -351,3 +351,81 @@ def cancel_task(
     """Cancel an unfinished task: one not started never starts; a running one is cancelling until its node
     stops and undoes what it did (--watch waits for that)."""
     _act(ctx, task_id, "cancel", url=url, watch=watch, timeout=timeout, as_json=as_json)
+
+
+def parse_sets(values: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE: a top-level key of task_data; VALUE as JSON when it parses (2, true, [..], {..}),
+    else as the string it is."""
+    given, _ = parse_pairs(values, "--set")
+    edits: dict[str, Any] = {}
+    for key, raw in given.items():
+        try:
+            edits[key] = json.loads(raw)
+        except ValueError:
+            edits[key] = raw
+    return edits
+
+
+@app.command("replay")
+def replay_task(
+    ctx: typer.Context,
+    task_id: Annotated[str, typer.Argument(help="The failed or cancelled task's id.", show_default=False)],
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="The new task's whole task_data, a JSON object.")
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Change one top-level key of the original's task_data (VALUE as JSON if it parses, else text); "
+            "repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
+    node: Annotated[str | None, typer.Option("--node", "-n", help="Run the new task on this node.")] = None,
+    new_id: Annotated[
+        str | None, typer.Option("--id", help="Choose the new task's id: repeating the same replay is then safe.")
+    ] = None,
+    watch: WatchOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay a failed or cancelled task as a new task, with the same input or an edited one (checked as a
+    create is). The original keeps its status and its history; both name each other."""
+    if data is not None and sets:
+        raise typer.BadParameter(
+            "give --data (the whole task_data) or --set (edits of it), not both", param_hint="'--set'"
+        )
+    edits = parse_sets(sets or [])
+    body: dict[str, Any] = {}
+    if data is not None:
+        body["task_data"] = parse_object(data)
+    if node:
+        body["node"] = node
+    if new_id:
+        body["task_id"] = new_id
+    with open_api(ctx, url) as api:
+        if edits:
+            original = api.get(task_path(task_id)).get("task_data") or {}
+            body["task_data"] = {**original, **edits}
+        task = api.post(f"{task_path(task_id)}replay/", body).data
+        if not (watch and as_json):
+            if as_json:
+                render.print_json(task)
+            else:
+                out = render.console()
+                where = f", node {task['node']}" if task.get("node") else ""
+                out.print(
+                    Text.assemble(
+                        f"Replayed task {task_id} as {task['task_id']} ({task.get('task_type')}, ",
+                        render.status_text(task.get("task_status")),
+                        f"{where})",
+                    )
+                )
+                error = render.task_error(task.get("task_status_data"))
+                if error is not None:  # e.g. Unschedulable
+                    out.print(error)
+        if watch:
+            watch_and_exit(api, task, timeout=timeout, as_json=as_json)

@@ -280,6 +280,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "tasks_app.api.schema.refine_fields",
         "tasks_app.api.schema.add_seed_api",
+        "tasks_app.api.task_types.add_task_data_components",
     ],
 }
 

@@ -145,12 +145,26 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
     ]
     inlines = [TaskStatusChangeInline]
     ordering = ["-task_create_timestamp"]
-    actions = ["retry_tasks", "cancel_tasks"]
+    actions = ["retry_tasks", "replay_tasks", "cancel_tasks"]
     show_full_result_count = False  # COUNT(*) on millions of rows on every list page is slow
 
     @admin.action(description="Retry selected failed or cancelled tasks")
     def retry_tasks(self, request: HttpRequest, queryset: Any) -> None:
         self._each(request, queryset, services.task_retry, {"pending": "retried"})
+
+    @admin.action(description="Replay (same input)")
+    def replay_tasks(self, request: HttpRequest, queryset: Any) -> None:
+        """A new task for each selected failed or cancelled executed task, with its task_data (services.task_replay)."""
+        source = f"admin by {request.user.get_username()}"
+        for task_id in queryset.values_list("task_id", flat=True):
+            try:
+                task = services.task_replay(task_id=task_id, source=source)
+            except TaskhubError as exc:
+                messages.warning(request, f"Task {task_id}: {exc.message}")
+                continue
+            messages.success(
+                request, f"Task {task_id} replayed as {task.task_id} ({task.task_status}, node {task.node})."
+            )
 
     @admin.action(description="Cancel selected unfinished tasks")
     def cancel_tasks(self, request: HttpRequest, queryset: Any) -> None:

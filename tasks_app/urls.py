@@ -5,6 +5,8 @@ from tasks_app.api import health, seed
 from tasks_app.api.auth_token import ObtainTokenView
 from tasks_app.api.clusters import ClusterViewSet, NodeTasksView, NodeViewSet, VolumeViewSet
 from tasks_app.api.permissions import LoginRateThrottle
+from tasks_app.api.stats import StatsView
+from tasks_app.api.task_types import TaskTypeViewSet
 from tasks_app.api.v1 import TaskViewSet
 
 router = DefaultRouter()
@@ -12,6 +14,7 @@ router.register("tasks", TaskViewSet, basename="task")
 router.register("clusters", ClusterViewSet, basename="cluster")
 router.register("nodes", NodeViewSet, basename="node")
 router.register(r"clusters/(?P<cluster>[^/]+)/volumes", VolumeViewSet, basename="volume")
+router.register("task-types", TaskTypeViewSet, basename="task-type")
 
 urlpatterns = [
     # The seed API, at the reference service's paths (no trailing slashes).
@@ -34,5 +37,6 @@ urlpatterns = [
         ObtainTokenView.as_view(authentication_classes=(), throttle_classes=(LoginRateThrottle,)),
         name="auth-token",
     ),
+    path("api/v1/stats/", StatsView.as_view(), name="stats"),
     path("api/v1/", include(router.urls)),
 ]

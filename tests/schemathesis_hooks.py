@@ -23,7 +23,7 @@ MAX_WAIT = 0.2
 #   (tasks_app/families/) that the generic create's schema cannot carry;
 # - POST /api/v1/nodes/ naming a cluster (by name) that does not exist.
 _CREATES = {("POST", "/task"), ("POST", "/api/v1/tasks/")}
-# - a node's labels or capacity whose names break their pattern: the schema states it (propertyNames), but
+# - a node's labels or capacity whose names break their pattern: the schema says it in words only, since
 #   OpenAPI 3.0 has no propertyNames, so schemathesis generates any name (tasks_app/fleet/placement.py).
 _NAMED_KEYS = {"labels", "capacity"}
 _NAME_REFUSED = "is not a"  # "... is not a label name (...)", "... is not a resource name (...)"

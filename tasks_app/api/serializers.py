@@ -13,6 +13,7 @@ from tasks_app.errors import InvalidInput
 from tasks_app.fleet.placement import CONSTRAINTS_SCHEMA, PLACEMENT_SCHEMA, parse_constraints
 from tasks_app.tasks import bulk, dispatch, validation
 from tasks_app.tasks.models import SEED_FIELDS, GlobalTask, TaskStatusChange
+from workers.protocol.payload import NAME_RE
 from workers.protocol.status import STATUS_VALUES
 
 
@@ -236,3 +237,35 @@ def _messages(exc: serializers.ValidationError) -> bulk.Errors:
     return {
         str(field): [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])] for field, msgs in detail.items()
     }
+
+
+# --- replay (POST /api/v1/tasks/<id>/replay/) ------------------------------------------------------------
+
+
+class TaskReplaySerializer(serializers.Serializer[Any]):
+    """The body of a replay: every field optional (an empty body replays the same input). The edited
+    task_data is checked by the create itself (services.task_replay), which names the field it refuses."""
+
+    task_data = serializers.JSONField(
+        required=False, help_text="the new task's task_data, a JSON object (default: the original's)"
+    )
+    node = TextField(required=False, help_text="run on this node (default: as the original was placed)")
+    task_id = TextField(required=False, help_text="the new task's id (default: a uuid4); repeating the replay is safe")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # DRF drops unknown keys silently; a typo in a field name should be an error instead.
+        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        if unknown:
+            raise serializers.ValidationError(dict.fromkeys(unknown, "Unknown field"))
+        return attrs
+
+    def validate_task_data(self, value: Any) -> dict[str, Any]:
+        return dict(_check(validation.json_object, value, "task_data"))
+
+    def validate_task_id(self, value: str) -> str:
+        return str(_check(validation.task_id, value))
+
+    def validate_node(self, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise serializers.ValidationError("must be a node name of 1-64 letters, digits, '.', '_' or '-'")
+        return value

@@ -16,10 +16,12 @@ from tasks_app.api.filters import TaskFilter
 from tasks_app.api.pagination import KeysetPagination
 from tasks_app.api.parsers import BulkJSONParser
 from tasks_app.api.permissions import TaskAccess
+from tasks_app.api.schema import NAME_PATTERN, TASK_ID_PATTERN
 from tasks_app.api.serializers import (
     TaskBulkCreateSerializer,
     TaskBulkResultSerializer,
     TaskHistorySerializer,
+    TaskReplaySerializer,
     TaskSerializer,
     validate_each,
 )
@@ -46,6 +48,33 @@ def bulk_answer(results: list[bulk.ItemResult]) -> dict[str, Any]:
             counts["created" if r.created else "existing"] += 1
         items.append(item)
     return {**counts, "results": items}
+
+
+# POST /api/v1/tasks/<id>/replay/: TaskReplaySerializer's rules, as JSON Schema (every field optional).
+REPLAY_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "task_data": {
+            "type": "object",
+            "additionalProperties": True,
+            "description": "the new task's task_data, a JSON object checked as a create checks it (default: the "
+            "original's)",
+        },
+        "node": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "maxLength": 64,
+            "description": "run on this node (default: the original's if its create named it, else placement picks)",
+        },
+        "task_id": {
+            "type": "string",
+            "pattern": TASK_ID_PATTERN,
+            "maxLength": 64,
+            "description": "the new task's id (default: a uuid4); the same replay repeated answers the same task",
+        },
+    },
+    "additionalProperties": False,
+}
 
 
 class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
@@ -165,6 +194,35 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
         """Re-trigger a failed or cancelled executed task: same id, a new run, its history kept."""
         task = services.task_retry(task_id=self.get_object().task_id, source=request_source(request))
         return Response(self.get_serializer(task).data)
+
+    @extend_schema(
+        request={"application/json": REPLAY_REQUEST},
+        responses={
+            201: TaskSerializer,
+            409: OpenApiResponse(
+                {"$ref": "#/components/schemas/ErrorDetail"},
+                description="Refused by the task's state: only a failed or cancelled executed task can be replayed "
+                "(a tracked task is a record its caller drives), or the task_id exists with a different body",
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def replay(self, request: Request, pk: str | None = None) -> Response:
+        """Clone a failed or cancelled executed task into a new task, with the same task_data or an edited
+        copy, checked and placed as a create is. The original keeps its status and lists the new task in
+        task_status_data.replayed_as; the new one's first history row and placement name the original."""
+        task_id = self.get_object().task_id
+        body = TaskReplaySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        task = services.task_replay(
+            task_id=task_id,
+            task_data=data.get("task_data"),
+            node=data.get("node"),
+            new_task_id=data.get("task_id"),
+            source=request_source(request),
+        )
+        return Response(self.get_serializer(task).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=TaskSerializer)
     @action(detail=True, methods=["post"])

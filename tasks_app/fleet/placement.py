@@ -42,10 +42,11 @@ RULES = ("balanced", "first", "explicit")
 _ALIASES = {"least_loaded": "balanced"}
 
 
+# OpenAPI 3.0 has no propertyNames: the names' rule is in the description (and checked by parse_*).
 _LABELS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "maxProperties": MAX_ENTRIES,
-    "propertyNames": {"pattern": LABEL_KEY_RE.pattern},
+    "description": f"label names match {LABEL_KEY_RE.pattern}",
     "additionalProperties": {"type": "string", "pattern": LABEL_VALUE_RE.pattern},
 }
 
@@ -54,7 +55,7 @@ def capacity_schema(minimum: int) -> dict[str, Any]:
     return {
         "type": "object",
         "maxProperties": MAX_ENTRIES,
-        "propertyNames": {"pattern": RESOURCE_RE.pattern},
+        "description": f"resource names match {RESOURCE_RE.pattern}",
         "additionalProperties": {"type": "integer", "minimum": minimum, "maximum": MAX_AMOUNT},
     }
 

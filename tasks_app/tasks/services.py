@@ -478,3 +478,66 @@ def _cannot_have_started(task: GlobalTask) -> bool:
     if task.task_status == Status.PENDING and task.dispatched_at is None:
         return True
     return Node.objects.filter(name=task.node, offline_since__isnull=False).exists()
+
+
+def task_replay(
+    *,
+    task_id: str,
+    task_data: dict[str, Any] | None = None,
+    node: str | None = None,
+    new_task_id: str | None = None,
+    source: str = "",
+) -> GlobalTask:
+    """Clone a failed or cancelled executed task into a new task, with its task_data (or `task_data`, an
+    edited copy): created by task_create, so validated (the type's payload rules, its create-time checks)
+    and placed as any create is, with the original's constraints. InvalidInput naming the field if the
+    data is refused; TaskConflict if the original may not be replayed (unfinished, completed, tracked).
+
+    It runs on `node`, else on the original's node if the original's create named it (an explicitly
+    placed task stays where its creator put it), else where placement picks. A `new_task_id` makes the
+    request safe to repeat: the same replay again returns the task it created.
+
+    The link, both ways, without changing either task's status: the new task's first history row says
+    "replay of <id> by <source>", and its placement record carries "replay_of"; the original, which stays
+    failed or cancelled, lists its replays in task_status_data["replayed_as"]. (Server-side metadata on a
+    finished task: its status and its node's report are kept as they were; a later retry of the
+    original moves it under "previous_attempt" with the rest of that data.)"""
+    with transaction.atomic():
+        original = GlobalTask.objects.select_for_update().filter(pk=task_id).first()
+        if original is None:
+            raise TaskNotFound(task_id)
+        if not original.node:
+            raise TaskConflict(
+                f"Task {task_id!r} is a tracked task: a record its caller drives, not work taskhub ran; "
+                "there is nothing to replay"
+            )
+        if original.task_status not in (Status.FAILED, Status.CANCELLED):
+            raise TaskConflict(
+                f"Only a failed or cancelled task can be replayed; task {task_id!r} is {original.task_status}"
+            )
+        if task_data is not None and not isinstance(task_data, dict):
+            raise InvalidInput("task_data: must be a JSON object")
+        explicit = original.placement.get("rule") == "explicit" if isinstance(original.placement, dict) else False
+        task, created = task_create(
+            task_id=new_task_id,
+            task_type=original.task_type,
+            task_data=original.task_data if task_data is None else task_data,
+            execute=True,
+            node=node or (original.node if explicit else None),
+            constraints=original.constraints or None,
+            source=f"replay of {task_id}" + (f" by {source}" if source else ""),
+        )
+        placement = task.placement if isinstance(task.placement, dict) else {}
+        if not created:
+            # A repeated request with the same new_task_id: the task it created, or a task not its.
+            if placement.get("replay_of") != task_id:
+                raise TaskConflict(f"Task {task.task_id!r} exists and is not a replay of task {task_id!r}")
+            return task
+        GlobalTask.objects.filter(pk=task.task_id).update(placement={**placement, "replay_of": task_id})
+        stored = original.task_status_data if isinstance(original.task_status_data, dict) else {}
+        earlier = stored.get("replayed_as")
+        replays = [*(earlier if isinstance(earlier, list) else []), task.task_id]
+        GlobalTask.objects.filter(pk=task_id).update(
+            task_status_data={**stored, "replayed_as": replays}, task_update_timestamp=now_ts()
+        )
+    return GlobalTask.objects.get(pk=task.task_id)

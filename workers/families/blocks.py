@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 
-from workers.protocol import payload
+from workers.protocol import payload, schema
 from workers.protocol.context import RunContext
 from workers.protocol.errors import HandlerError
 from workers.protocol.specs import register
@@ -69,11 +69,24 @@ def validate_free(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+ALLOC_SCHEMA = schema.payload(
+    {"cluster": schema.NAME, "node": schema.NAME, "blocks": schema.positive_int()}, ["cluster", "node", "blocks"]
+)
+FREE_SCHEMA = schema.payload(
+    {
+        "cluster": schema.NAME,
+        "node": schema.NAME,
+        "allocation": {**schema.IDENTIFIER, "description": "a block_alloc task's id"},
+    },
+    ["cluster", "node", "allocation"],
+)
+
+
 def allocation_order(data: dict[str, Any]) -> str:
     return f"block:{data['allocation']}"
 
 
-@register("block_alloc", validate=validate_alloc, participants=payload.one_node)
+@register("block_alloc", validate=validate_alloc, participants=payload.one_node, schema=ALLOC_SCHEMA)
 def alloc(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Reserves `blocks` blocks on the node; fails when fewer are free. The allocation's id is the task id."""
     wanted = int(data["blocks"])
@@ -104,7 +117,14 @@ def alloc(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     return {"allocation_id": ctx.task_id, "blocks": wanted, "free_blocks": free - wanted, **replaced}
 
 
-@register("block_free", validate=validate_free, participants=payload.one_node, order_key=allocation_order)
+@register(
+    "block_free",
+    validate=validate_free,
+    participants=payload.one_node,
+    order_key=allocation_order,
+    schema=FREE_SCHEMA,
+    order_key_doc="block:<allocation>",
+)
 def free(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Gives an allocation's blocks back to the node. Freeing one that is already gone frees nothing."""
     ctx.check_cancelled("before freeing")

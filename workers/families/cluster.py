@@ -10,7 +10,7 @@ import json
 import shutil
 from typing import Any
 
-from workers.protocol import payload
+from workers.protocol import payload, schema
 from workers.protocol.context import RunContext
 from workers.protocol.specs import register
 
@@ -19,6 +19,9 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     payload.name(data, "cluster")
     payload.name_list(data, "nodes")
     return data
+
+
+SCHEMA = schema.payload({"cluster": schema.NAME, "nodes": schema.name_list()}, ["cluster", "nodes"])
 
 
 def participants(data: dict[str, Any]) -> list[str]:
@@ -51,6 +54,8 @@ def remove_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
     # A creation that fails for good, or is cancelled, leaves no cluster directory behind.
     compensate=remove_part,
     order_key=cluster_order,
+    schema=SCHEMA,
+    order_key_doc="cluster:<cluster>",
 )
 def create(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Lays out the cluster's directory on every listed node."""
@@ -59,7 +64,13 @@ def create(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
 
 
 @register(
-    "cluster_infra_remove", validate=validate, participants=participants, part=remove_part, order_key=cluster_order
+    "cluster_infra_remove",
+    validate=validate,
+    participants=participants,
+    part=remove_part,
+    order_key=cluster_order,
+    schema=SCHEMA,
+    order_key_doc="cluster:<cluster>",
 )
 def remove(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Removes the cluster's directory from every listed node."""

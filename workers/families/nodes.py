@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from workers.families import blocks
-from workers.protocol import payload
+from workers.protocol import payload, schema
 from workers.protocol.context import RunContext
 from workers.protocol.errors import HandlerError
 from workers.protocol.specs import register
@@ -24,11 +24,21 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+SCHEMA = schema.payload({"cluster": schema.NAME, "node": schema.NAME}, ["cluster", "node"])
+
+
 def node_order(data: dict[str, Any]) -> str:
     return f"node:{data['node']}"
 
 
-@register("node_addition", validate=validate, participants=payload.one_node, order_key=node_order)
+@register(
+    "node_addition",
+    validate=validate,
+    participants=payload.one_node,
+    order_key=node_order,
+    schema=SCHEMA,
+    order_key_doc="node:<node>",
+)
 def add(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Prepares the node's data directory and records which cluster it joined."""
     ctx.check_cancelled("before joining")
@@ -40,7 +50,14 @@ def add(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     return {"data_dir": str(ctx.data_dir), "capacity_blocks": blocks.capacity_blocks(), "free_bytes": free}
 
 
-@register("node_removal", validate=validate, participants=payload.one_node, order_key=node_order)
+@register(
+    "node_removal",
+    validate=validate,
+    participants=payload.one_node,
+    order_key=node_order,
+    schema=SCHEMA,
+    order_key_doc="node:<node>",
+)
 def remove(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Refuses while the node still holds storage units or blocks; otherwise leaves the cluster."""
     ctx.check_cancelled("before leaving")

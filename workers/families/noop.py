@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.protocol import payload
+from workers.protocol import payload, schema
 from workers.protocol.context import RunContext
 from workers.protocol.specs import register
 
@@ -17,7 +17,10 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-@register("noop", validate=validate, participants=payload.one_node)
+SCHEMA = schema.payload({"node": schema.NAME}, ["node"])
+
+
+@register("noop", validate=validate, participants=payload.one_node, schema=SCHEMA)
 def run(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Returns at once; measures the path a task takes, not the work."""
     return {}

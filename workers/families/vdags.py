@@ -11,7 +11,7 @@ from collections import deque
 from typing import Any
 
 from workers.families import blocks
-from workers.protocol import payload
+from workers.protocol import payload, schema
 from workers.protocol.context import RunContext
 from workers.protocol.errors import HandlerError, PayloadError
 from workers.protocol.specs import register
@@ -73,11 +73,54 @@ def validate_deletion(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# What a schema cannot say, validate() still checks: vertex ids unique, edges between listed vertices, no cycle.
+VERTEX: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "minLength": 1},
+        "allocation": {"type": "string", "description": "the allocation_id of a block_alloc task"},
+    },
+    "required": ["id", "allocation"],
+}
+EDGE: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string"},
+    "minItems": 2,
+    "maxItems": 2,
+    "description": "[from, to]: two vertex ids",
+}
+CREATION_SCHEMA = schema.payload(
+    {
+        "cluster": schema.NAME,
+        "node": schema.NAME,
+        "name": schema.NAME,
+        "vertices": {"type": "array", "items": VERTEX, "minItems": 1, "description": "unique ids"},
+        "edges": {"type": "array", "items": EDGE, "description": "acyclic; none by default"},
+    },
+    ["cluster", "node", "name", "vertices"],
+)
+DELETION_SCHEMA = schema.payload(
+    {
+        "cluster": schema.NAME,
+        "name": schema.NAME,
+        "node": {**schema.nullable(schema.NAME), "description": "by default, the vDAG's"},
+    },
+    ["cluster", "name"],
+)
+
+
 def vdag_order(data: dict[str, Any]) -> str:
     return f"vdag:{data['cluster']}:{data['name']}"
 
 
-@register("vdag_creation", validate=validate, participants=payload.one_node, order_key=vdag_order)
+@register(
+    "vdag_creation",
+    validate=validate,
+    participants=payload.one_node,
+    order_key=vdag_order,
+    schema=CREATION_SCHEMA,
+    order_key_doc="vdag:<cluster>:<name>",
+)
 def run(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Checks every vertex's blocks are allocated on this node, then stores the graph there."""
     ctx.check_cancelled("before checking the allocations")
@@ -95,7 +138,14 @@ def run(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     return {"vdag": data["name"], "vertices": len(data["vertices"]), "path": str(target / f"{data['name']}.json")}
 
 
-@register("vdag_deletion", validate=validate_deletion, participants=payload.one_node, order_key=vdag_order)
+@register(
+    "vdag_deletion",
+    validate=validate_deletion,
+    participants=payload.one_node,
+    order_key=vdag_order,
+    schema=DELETION_SCHEMA,
+    order_key_doc="vdag:<cluster>:<name>",
+)
 def delete(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Removes the stored graph from the node. Removing one that is already gone is fine."""
     ctx.check_cancelled("before removing the graph")

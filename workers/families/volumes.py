@@ -10,11 +10,12 @@ Server half: tasks_app/families/volumes.py (checks against the database, the Vol
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from workers.protocol import payload
+from workers.protocol import payload, schema
 from workers.protocol.context import RunContext
 from workers.protocol.errors import HandlerError, PayloadError
 from workers.protocol.specs import register
@@ -49,7 +50,7 @@ def validate_create(data: dict[str, Any]) -> dict[str, Any]:
     payload.name(data, "cluster")
     payload.name(data, "name")
     vtype = data.get("type", "replicate")
-    if vtype not in VOLUME_TYPES:
+    if not isinstance(vtype, str) or vtype not in VOLUME_TYPES:  # a list or an object is not hashable
         raise PayloadError("type", f"must be one of {', '.join(sorted(VOLUME_TYPES))}")
     units = data.get("storage_units")
     if not isinstance(units, list) or not units:
@@ -74,10 +75,65 @@ def validate_create(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "type": vtype, "storage_units": clean}
 
 
+# check_unit_path as a pattern: relative, no '..' part, something besides '.', first part not RESERVED.
+# (?![\s\S]) is the end of the string (Python's `$` also matches before a final newline).
+_END = r"(?:/|(?![\s\S]))"
+UNIT_PATH_PATTERN = (
+    rf"^(?!/)(?![\s\S]*(?:^|/)\.\.{_END})(?:\./+)*"
+    rf"(?!(?:\.|{'|'.join(sorted(map(re.escape, RESERVED)))}){_END})[^/]"
+)
+UNIT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "node": schema.NAME,
+        "path": {
+            **schema.nullable({"type": "string"}),
+            "pattern": UNIT_PATH_PATTERN,
+            "description": "relative to the node's data directory; by default volumes/<name>/unit<index>",
+        },
+    },
+    "required": ["node"],
+    "additionalProperties": False,
+}
+
+
+def _units_for(vtype: str, default: bool) -> dict[str, Any]:
+    """The unit count a volume type needs; the default type also holds when `type` is left out."""
+    low, high = VOLUME_TYPES[vtype]
+    return {
+        "properties": {"type": {"enum": [vtype]}, "storage_units": {"minItems": low, "maxItems": high}},
+        **({} if default else {"required": ["type"]}),
+    }
+
+
+# validate_create but for two units with the same node and path (after cleaning), which validate() refuses.
+CREATE_SCHEMA = schema.payload(
+    {
+        "cluster": schema.NAME,
+        "name": schema.NAME,
+        "type": {"type": "string", "enum": sorted(VOLUME_TYPES), "default": "replicate"},
+        "storage_units": {
+            "type": "array",
+            "items": UNIT,
+            "minItems": 1,
+            "maxItems": max(high for _, high in VOLUME_TYPES.values()),
+            "description": ", ".join(f"{t}: {low} to {high}" for t, (low, high) in VOLUME_TYPES.items()),
+        },
+    },
+    ["cluster", "name", "storage_units"],
+    anyOf=[_units_for(vtype, vtype == "replicate") for vtype in VOLUME_TYPES],
+)
+# The server fills in the volume's type and storage units (tasks_app/families/volumes.py).
+EXISTING_SCHEMA = schema.payload({"cluster": schema.NAME, "name": schema.NAME}, ["cluster", "name"])
+
+
 def validate_existing(data: dict[str, Any]) -> dict[str, Any]:
     payload.name(data, "cluster")
     payload.name(data, "name")
     return data
+
+
+ORDER_KEY_DOC = "volume:<cluster>:<name>"
 
 
 def volume_order(data: dict[str, Any]) -> str:
@@ -141,6 +197,8 @@ def create_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
     compensate=lambda ctx, share: delete_part(ctx, share),  # defined below
     reassignable=True,
     order_key=volume_order,
+    schema=CREATE_SCHEMA,
+    order_key_doc=ORDER_KEY_DOC,
 )
 def create(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Creates the volume's storage units on every participating node."""
@@ -204,6 +262,8 @@ def _register_state_change(task_type: str, state: str) -> None:
         reassignable=True,
         order_key=volume_order,
         description=f"Marks every storage unit {state}.",
+        schema=EXISTING_SCHEMA,
+        order_key_doc=ORDER_KEY_DOC,
     )(run)
 
 
@@ -241,6 +301,8 @@ def delete_part(ctx: RunContext, share: dict[str, Any]) -> dict[str, Any]:
     part=delete_part,
     reassignable=True,
     order_key=volume_order,
+    schema=EXISTING_SCHEMA,
+    order_key_doc=ORDER_KEY_DOC,
 )
 def delete(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     """Removes every storage unit's directory."""

@@ -15,6 +15,9 @@ registers each of its types once, with:
   reassignable                       may move to another participant when its node dies
   run_timeout                        optional: seconds a run may stay in_progress before the server fails
                                      it (RunTimeout) and voids it; TASKHUB_RUN_TIMEOUTS overrides
+  schema                             optional: task_data as JSON Schema (workers/protocol/schema.py), what
+                                     validate accepts; published by GET /api/v1/task-types/
+  order_key_doc                      optional: the ordering key's shape, e.g. "volume:<cluster>:<name>"
 
 The server half of a family (create-time checks against the database, the completion hook that writes
 its record) is registered by the same name in tasks_app/families/.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -57,6 +60,8 @@ class TaskSpec:
     reassignable: bool = False
     order_key: Callable[[Payload], str] = _no_order
     run_timeout: float | None = None
+    schema: dict[str, Any] | None = field(default=None, hash=False)
+    order_key_doc: str = ""
 
     def retry_limit(self) -> int:
         limits: dict[str, int] = settings.TASKHUB_RETRY_LIMITS
@@ -86,6 +91,8 @@ def register(
     reassignable: bool = False,
     order_key: Callable[[Payload], str] = _no_order,
     run_timeout: float | None = None,
+    schema: dict[str, Any] | None = None,
+    order_key_doc: str = "",
 ) -> Callable[[Step], Step]:
     """Decorator for a task type's run function."""
 
@@ -102,6 +109,8 @@ def register(
             reassignable=reassignable,
             order_key=order_key,
             run_timeout=run_timeout,
+            schema=schema,
+            order_key_doc=order_key_doc,
         )
         return run
 
