@@ -208,24 +208,30 @@ def create_task(
         answer = api.post(TASKS_PATH, body)
         task = answer.data
         if not (watch and as_json):
-            if as_json:
-                render.print_json(task)
-            else:
-                verb = "Created task" if answer.status_code == 201 else "Task already exists (same body):"
-                where = f", node {task['node']}" if task.get("node") else ""
-                out = render.console()
-                out.print(
-                    Text.assemble(
-                        f"{verb} {task['task_id']} ({task.get('task_type')}, ",
-                        render.status_text(task.get("task_status")),
-                        f"{where})",
-                    )
-                )
-                error = render.task_error(task.get("task_status_data"))
-                if error is not None:  # e.g. Unschedulable: no node may take it, and why each may not
-                    out.print(error)
+            verb = "Created task" if answer.status_code == 201 else "Task already exists (same body):"
+            print_new_task(task, verb, as_json=as_json)
         if watch:
             watch_and_exit(api, task, timeout=timeout, as_json=as_json)
+
+
+def print_new_task(task: dict[str, Any], verb: str, *, as_json: bool) -> None:
+    """A create's (or a replay's) answer: the task, its node, and, if it was created failed, why (e.g.
+    Unschedulable: no node may take it, and why each may not)."""
+    if as_json:
+        render.print_json(task)
+        return
+    where = f", node {task['node']}" if task.get("node") else ""
+    out = render.console()
+    out.print(
+        Text.assemble(
+            f"{verb} {task['task_id']} ({task.get('task_type')}, ",
+            render.status_text(task.get("task_status")),
+            f"{where})",
+        )
+    )
+    error = render.task_error(task.get("task_status_data"))
+    if error is not None:
+        out.print(error)
 
 
 def task_constraints(labels: list[str], needs: list[str]) -> dict[str, Any]:
@@ -412,20 +418,6 @@ def replay_task(
             body["task_data"] = {**original, **edits}
         task = api.post(f"{task_path(task_id)}replay/", body).data
         if not (watch and as_json):
-            if as_json:
-                render.print_json(task)
-            else:
-                out = render.console()
-                where = f", node {task['node']}" if task.get("node") else ""
-                out.print(
-                    Text.assemble(
-                        f"Replayed task {task_id} as {task['task_id']} ({task.get('task_type')}, ",
-                        render.status_text(task.get("task_status")),
-                        f"{where})",
-                    )
-                )
-                error = render.task_error(task.get("task_status_data"))
-                if error is not None:  # e.g. Unschedulable
-                    out.print(error)
+            print_new_task(task, f"Replayed task {task_id} as", as_json=as_json)
         if watch:
             watch_and_exit(api, task, timeout=timeout, as_json=as_json)

@@ -18,8 +18,8 @@ from tasks_app.admin_display import as_list, constraints_html, placement_html, r
 from tasks_app.errors import NodeBusy, TaskhubError
 from tasks_app.fleet.placement import parse_capacity, parse_labels
 from tasks_app.fleet.scheduling import node_cordon, node_drain, node_uncordon
-from tasks_app.fleet.selectors import Load, node_holdings, node_is_online, node_loads, node_unfinished_tasks
-from tasks_app.fleet.services import node_create, node_delete, node_update
+from tasks_app.fleet.selectors import Load, node_is_online, node_loads
+from tasks_app.fleet.services import node_busy, node_create, node_delete, node_update
 from tasks_app.models import BlockAllocation, Cluster, GlobalTask, Node, StorageUnit, TaskStatusChange, Vdag, Volume
 from tasks_app.ops.dashboard_selectors import node_resources, scheduling_state
 from tasks_app.tasks import dispatch, services, validation
@@ -299,16 +299,6 @@ def _load(node: Node) -> Load:
     return found if isinstance(found, Load) else node_loads([node.name])[node.name]
 
 
-def _busy(node: Node) -> NodeBusy | None:
-    """What node_delete would refuse for, told before the confirmation page (which would otherwise
-    offer a delete it then refuses, or list protected rows without saying what to do)."""
-    unfinished = node_unfinished_tasks(node=node.name)
-    held = node_holdings(node)
-    if not unfinished and not held:
-        return None
-    return NodeBusy(node.name, [f"task {t} ({ty}, {st})" for t, ty, st in unfinished], held)
-
-
 def _busy_message(exc: NodeBusy) -> str:
     extra: dict[str, Any] = exc.extra or {}
     items = [*as_list(extra.get("unfinished_tasks")), *as_list(extra.get("holds"))]
@@ -447,7 +437,7 @@ class NodeAdmin(admin.ModelAdmin[Node]):
     def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None) -> Any:
         node = self.get_object(request, unquote(object_id))
         if node is not None and self.has_delete_permission(request, node):
-            busy = _busy(node)
+            busy = node_busy(node)
             if busy is not None:
                 messages.error(request, _busy_message(busy))
                 return HttpResponseRedirect(reverse("admin:tasks_app_node_change", args=[node.pk]))

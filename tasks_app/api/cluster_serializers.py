@@ -10,7 +10,7 @@ from rest_framework import serializers
 from tasks_app.api.fields import NameRelatedField, TextField
 from tasks_app.errors import InvalidInput
 from tasks_app.fleet.placement import LABELS_SCHEMA, capacity_of, capacity_schema, parse_capacity, parse_labels
-from tasks_app.fleet.selectors import Load, node_is_online, node_loads
+from tasks_app.fleet.selectors import Load, drained, node_is_online, node_loads
 from tasks_app.models import Cluster, Node, StorageUnit, Volume
 from workers.protocol.payload import NAME_RE
 
@@ -103,7 +103,7 @@ class NodeSerializer(serializers.ModelSerializer[Node]):
         return self._load(obj).unfinished
 
     def get_drained(self, obj: Node) -> bool:
-        return obj.scheduling == Node.Scheduling.DRAINING and self._load(obj).unfinished == 0
+        return drained(obj, self._load(obj))
 
 
 class NodeUpdateSerializer(serializers.Serializer[dict[str, Any]]):

@@ -93,8 +93,8 @@ def _end_or_move(task_id: str, dead: str, reason: str) -> None:
         # Moved: the retry service gives it a new run on a live participant that may take it (it also
         # ends the dead node's run and publishes after commit).
         note = {"reassigned": {"from": dead, "to": choice.node, "reason": reason}}
-        task_retry(task_id=task_id, source=SOURCE, node=choice.node, note=note)
-        GlobalTask.objects.filter(pk=task_id).update(placement={**choice.record, "reassigned_from": dead})
+        record = {**choice.record, "reassigned_from": dead}
+        task_retry(task_id=task_id, source=SOURCE, node=choice.node, note=note, placement=record)
     else:
         # Should the node come back, its queued copy of this run must not run.
         transaction.on_commit(partial(end_run, task.run_id, End.VOID))

@@ -19,7 +19,6 @@ from django.db import transaction
 
 from tasks_app.fleet.models import Node
 from tasks_app.fleet.placement import Placement, choose, rule_for
-from tasks_app.fleet.selectors import node_loads
 from tasks_app.tasks.models import GlobalTask
 from tasks_app.tasks.services import task_move
 from workers.protocol import specs
@@ -115,8 +114,3 @@ def _move_one(task_id: str, away_from: str, source: str, followed: dict[str, str
     if task.order_key:
         followed[task.order_key] = choice.node
     report.moved.append({"task_id": task_id, "to": choice.node})
-
-
-def node_drained(node: Node) -> bool:
-    """A draining node with no unfinished task left."""
-    return node.scheduling == Node.Scheduling.DRAINING and node_loads([node.name])[node.name].unfinished == 0

@@ -118,6 +118,11 @@ def node_reserved(names: list[str]) -> dict[str, dict[str, int]]:
     return {n: dict(sums[n]) for n in names}
 
 
+def drained(node: Node, load: Load) -> bool:
+    """Draining, and no unfinished task left (tasks_app/fleet/scheduling.py)."""
+    return node.scheduling == Node.Scheduling.DRAINING and load.unfinished == 0
+
+
 def node_last_assigned(names: list[str]) -> dict[str, int]:
     """When each node was last given a task (created_ns; 0: never): one statement, an index probe per node
     (task_node_created)."""

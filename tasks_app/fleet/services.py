@@ -72,20 +72,29 @@ def node_update(
     return node
 
 
+def node_busy(node: Node) -> NodeBusy | None:
+    """Why removing this node is refused (None: it may go): its unfinished tasks, and the records that
+    name it (storage units, vDAGs, block allocations: what node_removal refuses for too)."""
+    from tasks_app.fleet.selectors import node_holdings, node_unfinished_tasks
+
+    unfinished = node_unfinished_tasks(node=node.name)
+    held = node_holdings(node)
+    if not unfinished and not held:
+        return None
+    return NodeBusy(node.name, [f"task {t} ({ty}, {st})" for t, ty, st in unfinished], held)
+
+
 def node_delete(*, node: Node) -> None:
     """DELETE /api/v1/nodes/<n>/: forget a node, its account and its token. Refused (NodeBusy, a 409 with
     the list) while it has unfinished tasks, or holds records that name it (storage units, vDAGs, block
     allocations: what node_removal refuses for too). Its finished tasks keep its name."""
-    from tasks_app.fleet.selectors import node_holdings, node_unfinished_tasks
-
     with transaction.atomic():
         locked = Node.objects.select_for_update().filter(pk=node.pk).first()
         if locked is None:
             return
-        unfinished = node_unfinished_tasks(node=node.name)
-        held = node_holdings(locked)
-        if unfinished or held:
-            raise NodeBusy(locked.name, [f"task {t} ({ty}, {st})" for t, ty, st in unfinished], held)
+        busy = node_busy(locked)
+        if busy is not None:
+            raise busy
         user = locked.user
         locked.delete()
         if user is not None:

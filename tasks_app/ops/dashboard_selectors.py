@@ -12,7 +12,7 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from tasks_app.fleet.placement import capacity_of
-from tasks_app.fleet.selectors import Load, node_loads, online_cutoff
+from tasks_app.fleet.selectors import Load, drained, node_loads, online_cutoff
 from tasks_app.models import GlobalTask, Node, TaskStatusChange
 from workers.protocol.status import STATUS_VALUES, TERMINAL, Status
 
@@ -107,9 +107,8 @@ def failures_since(since: datetime) -> tuple[list[tuple[str, int]], list[tuple[s
 
 
 def scheduling_state(node: Node, load: Load) -> str:
-    """schedulable, cordoned, draining, or drained: draining with no unfinished task left (what
-    tasks_app.fleet.scheduling.node_drained says, from a load already read)."""
-    if node.scheduling == Node.Scheduling.DRAINING and load.unfinished == 0:
+    """schedulable, cordoned, draining, or drained (selectors.drained, from a load already read)."""
+    if drained(node, load):
         return "drained"
     return str(node.scheduling)
 

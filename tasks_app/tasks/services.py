@@ -330,15 +330,20 @@ def task_update_push(
 
 
 def task_retry(
-    *, task_id: str, source: str = "", node: str | None = None, note: dict[str, Any] | None = None
+    *,
+    task_id: str,
+    source: str = "",
+    node: str | None = None,
+    note: dict[str, Any] | None = None,
+    placement: dict[str, Any] | None = None,
 ) -> GlobalTask:
     """Re-trigger a failed or cancelled executed task: same task_id, a new run, history kept;
     published after commit. It runs on its node again, unless that node may no longer take it
     (cordoned, its labels changed, no capacity left): then it is placed again as a create would be, and
     a retry that no node may take is a TaskConflict saying why.
 
-    `node` moves the new run to another node (the dead-node sweep); `note` replaces the default
-    task_status_data, which keeps the ended run's data under "previous_attempt"."""
+    `node` moves the new run to another node (the dead-node sweep), `placement` saying why; `note` replaces
+    the default task_status_data, which keeps the ended run's data under "previous_attempt"."""
     with transaction.atomic():
         task = GlobalTask.objects.select_for_update().filter(pk=task_id).first()
         if task is None:
@@ -349,7 +354,7 @@ def task_retry(
             raise TaskConflict(
                 f"Only a failed or cancelled task can be retried; task {task_id!r} is {task.task_status}"
             )
-        target, record = (node, task.placement) if node else _placed_again(task)
+        target, record = (node, placement or task.placement) if node else _placed_again(task)
         run = new_run_id()
         outcome = task_transition(
             update=StatusUpdate(
