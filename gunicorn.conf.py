@@ -16,7 +16,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # hold a database connection of its own: WEB_CONCURRENCY x GUNICORN_THREADS must fit PostgreSQL's
 # max_connections together with the writers and the scheduler.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# Event streams (GET /api/v1/events/) stay open for minutes: each process gets TASKHUB_EVENT_STREAMS threads
+# more for them (the view refuses streams beyond that with a 429), so they never take these eight. A
+# stream waits on a queue and holds no database connection once it has caught up.
+threads = int(os.environ.get("GUNICORN_THREADS", "8")) + int(os.environ.get("TASKHUB_EVENT_STREAMS", "64"))
 # With gthread this no longer bounds one request: the worker's main thread heartbeats while the request
 # threads work, so a 60 s wait is never killed. It only catches a worker whose main loop is stuck.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -13,12 +14,14 @@ import httpx
 
 from cli import config
 from cli.errors import ApiError, Unreachable, UsageProblem
+from cli.sse import SseEvent, parse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "TASKHUB_URL"
 TOKEN_ENV = "TASKHUB_TOKEN"  # noqa: S105  # the variable's name, not a secret
 USER_AGENT = "taskhub-cli/0.1"
 REQUEST_TIMEOUT = 30.0
+STREAM_READ_TIMEOUT = 60.0
 MAX_PAGE_SIZE = 1000  # the server's TaskCursorPagination.max_page_size
 
 Params = Mapping[str, str | int]
@@ -128,18 +131,7 @@ class Api:
                 url=url,
             )
         data = _json_or_none(resp)
-        if resp.is_error:
-            detail = resp.reason_phrase if data is None else error_message(data)
-            if resp.status_code == 401:
-                detail += f"; run `taskhub login` or set {TOKEN_ENV}"
-            raise ApiError(
-                f"{detail} (HTTP {resp.status_code} from {method} {url})",
-                status_code=resp.status_code,
-                method=method,
-                url=url,
-                retry_after=retry_after_seconds(resp.headers.get("retry-after")),
-                body=data,
-            )
+        _raise_for_error(resp, data, method, url)
         if data is None and resp.content:
             raise ApiError(
                 f"the answer to {method} {url} is not JSON; is {self.base_url} a taskhub server?",
@@ -148,6 +140,26 @@ class Api:
                 url=url,
             )
         return Answer(resp.status_code, data)
+
+    @contextmanager
+    def events(
+        self, params: Mapping[str, str | list[str]], *, last_id: str | None = None
+    ) -> Iterator[Iterator[SseEvent]]:
+        """GET /api/v1/events/ as a stream: the events as they come, until the server ends the stream
+        (`event: end` or `cutoff`, which the caller resumes from with `last_id`) or the connection drops."""
+        path = "/api/v1/events/"
+        url = f"{self.base_url}{path}"
+        headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_id} if last_id else {})}
+        # The server writes at least a keepalive every few seconds; a much longer silence is a dead connection.
+        timeout = httpx.Timeout(REQUEST_TIMEOUT, read=STREAM_READ_TIMEOUT)
+        try:
+            with self._http.stream("GET", path, params=params, headers=headers, timeout=timeout) as resp:
+                if resp.is_error:
+                    resp.read()
+                    _raise_for_error(resp, _json_or_none(resp), "GET", url)
+                yield parse(resp.iter_lines())
+        except httpx.ConnectError as exc:
+            raise Unreachable(f"cannot connect to taskhub at {self.base_url} ({exc}); is the server running?") from exc
 
     def get(self, path: str, *, params: Params | None = None) -> Any:
         return self.request("GET", path, params=params).data
@@ -195,6 +207,22 @@ def retry_after_seconds(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds is not None and seconds >= 0 else None
+
+
+def _raise_for_error(resp: httpx.Response, data: Any, method: str, url: str) -> None:
+    if not resp.is_error:
+        return
+    detail = resp.reason_phrase if data is None else error_message(data)
+    if resp.status_code == 401:
+        detail += f"; run `taskhub login` or set {TOKEN_ENV}"
+    raise ApiError(
+        f"{detail} (HTTP {resp.status_code} from {method} {url})",
+        status_code=resp.status_code,
+        method=method,
+        url=url,
+        retry_after=retry_after_seconds(resp.headers.get("retry-after")),
+        body=data,
+    )
 
 
 def _json_or_none(resp: httpx.Response) -> Any:

@@ -8,7 +8,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from cli import auth, nodes, tasks, volumes
+from cli import auth, events, nodes, tasks, volumes
 from cli.client import URL_ENV, normalize_url
 from cli.common import Settings
 from cli.errors import CliError
@@ -38,6 +38,7 @@ app.add_typer(tasks.app, name="task")
 app.add_typer(volumes.app, name="volume")
 app.add_typer(nodes.node_app, name="node")
 app.add_typer(nodes.cluster_app, name="cluster")
+app.command("events")(events.events)
 app.command("login")(auth.login)
 app.command("logout")(auth.logout)
 

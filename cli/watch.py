@@ -13,21 +13,86 @@ from rich.text import Text
 from cli import render
 from cli.client import Api, seg
 from cli.errors import EXIT_FAILED, EXIT_OK, ApiError, WatchTimeout
+from cli.events import follow_events
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 # Long poll: the server answers as soon as the task changes, or after this many seconds.
 LONG_POLL_SECONDS = 10.0
 # A 429 to a long poll (every slot of that server process taken) without a Retry-After: poll again after this.
 BUSY_RETRY_SECONDS = 2.0
+# What a server without GET /api/v1/events/ answers it with: watch with long polls there.
+STREAMLESS = frozenset({404, 405, 406})
 
 
 def task_path(task_id: str) -> str:
     return f"/api/v1/tasks/{seg(task_id)}/"
 
 
+class _Ended(Exception):
+    def __init__(self, task: dict[str, Any]) -> None:
+        super().__init__(task.get("task_id"))
+        self.task = task
+
+
 def follow(api: Api, task: dict[str, Any], *, timeout: float, show: bool) -> dict[str, Any]:
-    """Follow the task with long polls (GET ...?wait=) until it ends; when `show`, print each status
-    it reaches and draw a progress bar from the progress its handler reports.
+    """Follow the task until it ends, on the event stream (GET /api/v1/events/?task_id=); when `show`,
+    print each status it reaches and draw a progress bar from the progress its handler reports. A server
+    without the stream is followed with long polls instead. Raises WatchTimeout (exit 2) when it has not
+    ended within `timeout` seconds."""
+    try:
+        return _follow_stream(api, task, timeout=timeout, show=show)
+    except ApiError as exc:
+        if exc.status_code not in STREAMLESS:
+            raise
+    return follow_polling(api, task, timeout=timeout, show=show)
+
+
+def _follow_stream(api: Api, task: dict[str, Any], *, timeout: float, show: bool) -> dict[str, Any]:
+    """The task's whole history from the table (Last-Event-ID 0, this task only), then its live events: what
+    it shows is the order things happened in. A final status counts once the stream is live (a retried
+    task's earlier failure is history)."""
+    task_id = str(task["task_id"])
+    last: str | None = None
+    live = False
+    deadline = time.monotonic() + timeout
+    with _progress(show) as bar:
+        bar_id = bar.add_task("", total=100, visible=False)
+
+        def on_live() -> None:
+            nonlocal live
+            live = True
+            if last in TERMINAL:
+                raise _Ended(dict(api.get(task_path(task_id))))
+
+        try:
+            for event in follow_events(api, {"task_id": [task_id]}, after="0", deadline=deadline, on_live=on_live):
+                status = str(event.get("to_status"))
+                if status != last:
+                    last = status
+                    if show:
+                        bar.console.print(_line(task_id, last))
+                progress = event.get("progress")
+                if isinstance(progress, dict) and last not in TERMINAL:
+                    message = str(progress.get("message") or last)
+                    bar.update(bar_id, completed=float(progress.get("percent") or 0), description=message, visible=True)
+                if live and last in TERMINAL:
+                    return dict(api.get(task_path(task_id)))
+        except _Ended as ended:
+            return ended.task
+    raise WatchTimeout(
+        f"timed out after {timeout:g}s waiting for task {task_id} (still {last or task.get('task_status')})"
+    )
+
+
+def _progress(show: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        console=render.console(), transient=True, disable=not show,
+    )  # fmt: skip
+
+
+def follow_polling(api: Api, task: dict[str, Any], *, timeout: float, show: bool) -> dict[str, Any]:
+    """Follow the task with long polls (GET ...?wait=), for a server without the event stream.
 
     A 429 (the server's long-poll slots are all taken) is not an error here: it sleeps Retry-After and polls
     again. Raises WatchTimeout (exit 2) when it has not ended within `timeout` seconds.
@@ -35,10 +100,7 @@ def follow(api: Api, task: dict[str, Any], *, timeout: float, show: bool) -> dic
     task_id = str(task["task_id"])
     last = str(task.get("task_status"))
     deadline = time.monotonic() + timeout
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        console=render.console(), transient=True, disable=not show,
-    ) as bar:  # fmt: skip
+    with _progress(show) as bar:
         bar_id = bar.add_task("", total=100, visible=False)
         if show:
             bar.console.print(_line(task_id, last))

@@ -22,6 +22,7 @@ from taskhub.settings_shared import (
     VAR_DIR,
     env,
 )
+from tasks_app.ops import objectives as _objectives
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -188,6 +189,23 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = TASKHUB_MAX_BODY_BYTES
 # wait at once per process (tasks_app/api/longpoll.py; beyond it a 429), so that the other threads always
 # serve everything else. The default leaves two of gunicorn.conf.py's threads (GUNICORN_THREADS, 8) free.
 TASKHUB_LONGPOLL_SLOTS = env.int("TASKHUB_LONGPOLL_SLOTS", default=max(1, env.int("GUNICORN_THREADS", default=8) - 2))
+# The event stream (GET /api/v1/events/, tasks_app/api/events.py). Each stream holds a gunicorn thread
+# while it is open; gunicorn.conf.py adds this many threads per process on top of GUNICORN_THREADS, and
+# beyond it a stream is refused with a 429, so streams never take the threads that serve the rest.
+TASKHUB_EVENT_STREAMS = env.int("TASKHUB_EVENT_STREAMS", default=64)
+# How often each web process reads new history rows for all of its streams (one query, whatever the
+# number of streams), seconds.
+TASKHUB_EVENTS_POLL_SECONDS = env.float("TASKHUB_EVENTS_POLL_SECONDS", default=0.25)
+# Events queued for one stream whose client reads too slowly; past it the stream is cut off (an `event:
+# cutoff`), and the client resumes with Last-Event-ID from the history table. Bounds each stream's memory.
+TASKHUB_EVENTS_BUFFER = env.int("TASKHUB_EVENTS_BUFFER", default=10_000)
+# A stream ends after this long (`event: end`); EventSource and `taskhub events` reconnect with
+# Last-Event-ID and lose nothing. Spreads long-lived clients over processes again after a restart.
+TASKHUB_EVENTS_MAX_SECONDS = env.float("TASKHUB_EVENTS_MAX_SECONDS", default=300.0)
+# A history id missing below a visible one is a transaction still running (on PostgreSQL the stream waits
+# until it ends, read from the snapshot) or a row that will never be seen (rolled back, deleted). The
+# stream waits at most this long for one, in case a transaction elsewhere holds the snapshot back.
+TASKHUB_EVENTS_GAP_SECONDS = env.float("TASKHUB_EVENTS_GAP_SECONDS", default=30.0)
 # How deeply JSON in a request may nest (task_data, task_status_data, any body), on every write path.
 # Real payloads nest a few levels; the admin, the renderers and the CLI recurse, and a body nested
 # hundreds deep made them fail with RecursionError.
@@ -203,7 +221,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["tasks_app.api.parsers.SafeJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        # DRF's, plus a task type's fields on the task list's POST form (tasks_app/api/browsable.py).
+        "tasks_app.api.browsable.TaskhubBrowsableAPIRenderer",
     ],
     # Token first: its WWW-Authenticate header makes "not logged in" a 401 rather than a 403.
     # Session: the admin's login also works in the browsable API (and /api-auth/login/).
@@ -320,6 +339,14 @@ TASKHUB_RETENTION_MAX_SECONDS = env.float("TASKHUB_RETENTION_MAX_SECONDS", defau
 TASKHUB_RETENTION_EVERY_SECONDS = env.float("TASKHUB_RETENTION_EVERY_SECONDS", default=600.0)
 # If set, each purged task (with its history) is appended as a JSON line to <dir>/tasks-YYYY-MM-DD.jsonl first.
 TASKHUB_ARCHIVE_DIR = env.str("TASKHUB_ARCHIVE_DIR", default="")
+# Latency objectives per task type, judged per node on the dashboard and at /api/v1/stats/ over their window:
+# "<task_type>=<measure>:p<percentile>:<seconds>,...", e.g. "volume_create=end_to_end:p95:30" (the p95 of
+# volume_create's end-to-end time is at most 30 s). Syntax and meaning: tasks_app/ops/objectives.py. A
+# malformed value stops the process here; an unknown task type is a system check's error (taskhub.E002).
+try:
+    TASKHUB_LATENCY_OBJECTIVES = _objectives.parse(env.str("TASKHUB_LATENCY_OBJECTIVES", default=""))
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"TASKHUB_LATENCY_OBJECTIVES: {_exc}") from _exc
 
 
 # The server's Celery tasks: the scheduler's sweeps (node work is published by name, never imported).

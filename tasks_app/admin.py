@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from tasks_app.admin_display import as_list, constraints_html, placement_html, runs_html
+from tasks_app.admin_type_forms import typed_field_names, typed_form
 from tasks_app.errors import NodeBusy, TaskhubError
 from tasks_app.fleet.placement import parse_capacity, parse_labels
 from tasks_app.fleet.scheduling import node_cordon, node_drain, node_uncordon
@@ -25,6 +26,7 @@ from tasks_app.ops.dashboard_selectors import node_resources, scheduling_state
 from tasks_app.tasks import dispatch, services, validation
 from tasks_app.tasks.models import new_task_id
 from tasks_app.tasks.timings import run_timings
+from workers.protocol import specs
 from workers.protocol.status import Status, Verdict, judge, judge_initial
 
 
@@ -200,10 +202,46 @@ class GlobalTaskAdmin(admin.ModelAdmin[GlobalTask]):
         return runs_html(run_timings(obj.task_id))
 
     _ADD_FIELDS = ("task_type", "task_status", "task_data", "task_status_data", "execute", "node")
+    # Lists the task types; ?task_type=<name> gives that type's fields (tasks_app/admin_type_forms.py).
+    add_form_template = "admin/tasks_app/globaltask/add_form.html"
 
     def get_fields(self, request: HttpRequest, obj: GlobalTask | None = None) -> Any:
         # The add form: "node" there is the node to run on, not the read-only column.
         return list(self._ADD_FIELDS) if obj is None else super().get_fields(request, obj)
+
+    def _typed_form(self, request: HttpRequest, obj: GlobalTask | None) -> type[forms.ModelForm[Any]] | None:
+        """The add form for the type in ?task_type=, with an input per field of its schema; None on the
+        change form, and for a type with no schema (the free-form add form, task_type filled in)."""
+        chosen = request.GET.get("task_type", "")
+        return typed_form(self.form, chosen) if obj is None and chosen else None
+
+    def get_form(self, request: HttpRequest, obj: GlobalTask | None = None, change: bool = False, **kwargs: Any) -> Any:
+        typed = self._typed_form(request, obj)
+        if typed is not None:
+            kwargs["form"] = typed
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: GlobalTask | None = None) -> Any:
+        typed = self._typed_form(request, obj)
+        if typed is None:
+            return super().get_fieldsets(request, obj)
+        return [
+            (None, {"fields": ["task_type", "execute", "node", "task_status"]}),
+            ("task_data", {"fields": [*typed_field_names(typed), "task_data"]}),
+            (None, {"fields": ["task_status_data"]}),
+        ]
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> Any:
+        chosen = request.GET.get("task_type", "")
+        spec = specs.get(chosen) if chosen else None
+        context = {
+            **(extra_context or {}),
+            "task_types": specs.known(),
+            "chosen_type": chosen,
+            "chosen_typed": self._typed_form(request, None) is not None,
+            "chosen_description": " ".join(spec.description.split()) if spec is not None else "",
+        }
+        return super().add_view(request, form_url, context)
 
     def get_readonly_fields(self, request: HttpRequest, obj: GlobalTask | None = None) -> Any:
         return [] if obj is None else super().get_readonly_fields(request, obj)

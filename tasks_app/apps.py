@@ -17,6 +17,8 @@ class TasksAppConfig(AppConfig):
         # `check --deploy` flags the public dev key and a wildcard host, which Django's own checks let pass.
         django_checks.register(checks.secret_key_is_not_public, django_checks.Tags.security, deploy=True)
         django_checks.register(checks.allowed_hosts_has_no_wildcard, django_checks.Tags.security, deploy=True)
+        # Not only deploy: every management command (the writers, the scheduler, migrate) stops on it.
+        django_checks.register(checks.latency_objectives_name_task_types)
         # Before any connection opens: the SQLite files are made 0600 as each process connects.
         connection_created.connect(sqlite_files.make_private, dispatch_uid="taskhub.sqlite_files")
 

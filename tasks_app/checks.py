@@ -1,6 +1,6 @@
-"""`manage.py check --deploy` checks of taskhub's own settings, registered in TasksAppConfig.ready().
-Django's own deploy checks miss both: the public dev key is long and random-looking, and '*' is a
-valid ALLOWED_HOSTS entry."""
+"""System checks of taskhub's own settings, registered in TasksAppConfig.ready(). `manage.py check --deploy`:
+Django's own deploy checks miss both the public dev key (long and random-looking) and '*', a valid
+ALLOWED_HOSTS entry. Every command's checks: the task types TASKHUB_LATENCY_OBJECTIVES names."""
 
 from __future__ import annotations
 
@@ -41,6 +41,25 @@ def allowed_hosts_has_no_wildcard(app_configs: Sequence[AppConfig] | None, **kwa
             "URLs built from it (password-reset links, the next-page links of /api/v1 and the seed API).",
             hint="Set ALLOWED_HOSTS in the environment to the host names clients use, comma-separated.",
             id="taskhub.W001",
+        )
+    ]
+
+
+def latency_objectives_name_task_types(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """An objective for a type the server does not know would never be judged: a typo must not pass for
+    an objective that holds. (The value's syntax is checked as settings load: tasks_app/ops/objectives.py.)"""
+    from workers.protocol import specs
+
+    known = set(specs.known())
+    unknown = sorted(set(settings.TASKHUB_LATENCY_OBJECTIVES) - known)
+    if not unknown:
+        return []
+    return [
+        Error(
+            f"TASKHUB_LATENCY_OBJECTIVES names {', '.join(repr(t) for t in unknown)}, not an executable task type: "
+            "its objective would never be judged.",
+            hint=f"The executable task types are: {', '.join(sorted(known))}.",
+            id="taskhub.E002",
         )
     ]
 

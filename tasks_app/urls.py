@@ -4,6 +4,7 @@ from rest_framework.routers import DefaultRouter
 from tasks_app.api import health, seed
 from tasks_app.api.auth_token import ObtainTokenView
 from tasks_app.api.clusters import ClusterViewSet, NodeTasksView, NodeViewSet, VolumeViewSet
+from tasks_app.api.events import EventStreamView
 from tasks_app.api.permissions import LoginRateThrottle
 from tasks_app.api.stats import StatsView
 from tasks_app.api.task_types import TaskTypeViewSet
@@ -38,5 +39,6 @@ urlpatterns = [
         name="auth-token",
     ),
     path("api/v1/stats/", StatsView.as_view(), name="stats"),
+    path("api/v1/events/", EventStreamView.as_view(), name="events"),
     path("api/v1/", include(router.urls)),
 ]

@@ -49,6 +49,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _event_hub_stopped(django_db_setup: None) -> Iterator[None]:
+    """A live_server test's event stream starts this process's event tail (tasks_app/api/event_hub.py), a
+    thread with a database connection of its own; stop it before the test database is dropped."""
+    yield
+    from tasks_app.api.event_hub import HUB
+
+    HUB.stop()
+
+
 @pytest.fixture
 def redis_stream(settings: Any) -> Iterator[redis.Redis]:
     """Points the update stream at a key prefix of this test's own, and removes its keys after."""

@@ -235,6 +235,62 @@ def test_watch_json_prints_the_final_task(live_server: LiveServer) -> None:
     assert final["task_status_data"] == {"ok": 1}
 
 
+def test_watch_follows_the_event_stream_with_progress(live_server: LiveServer) -> None:
+    """`task watch` is on the event stream: it needs no long poll, and shows progress reports."""
+    from tasks_app.api.event_hub import HUB
+
+    task_create(task_id="cli-streamed", task_type=PLAIN, task_status="pending")
+
+    def run() -> None:
+        try:
+            wait_until(lambda: HUB.streams > 0, 20, "the watcher's stream")
+            for status, data in (("in_progress", None), ("in_progress", {"progress": {"percent": 40.0}}),
+                                 ("completed", {"ok": 2})):  # fmt: skip
+                task_transition(update=StatusUpdate(task_id="cli-streamed", status=status, status_data=data))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    result = taskhub(live_server, "task", "watch", "cli-streamed", "--json", "--timeout", "30")
+    thread.join(timeout=30)
+    final = as_json(result)
+    assert final["task_status"] == "completed" and final["task_status_data"] == {"ok": 2}
+
+
+def test_events_prints_each_event_and_replays_from_an_id(live_server: LiveServer) -> None:
+    from tasks_app.api.event_hub import HUB
+    from tasks_app.models import TaskStatusChange
+
+    task_create(task_id="ev-old", task_type="cli-ev", task_status="pending")
+    start = TaskStatusChange.objects.filter(task_id="ev-old").get().id - 1
+
+    def run() -> None:
+        try:
+            wait_until(lambda: HUB.streams > 0, 20, "the events command's stream")
+            task_create(task_id="ev-other", task_type="other-type", task_status="pending")
+            task_create(task_id="ev-new", task_type="cli-ev", task_status="pending")
+            task_transition(update=StatusUpdate(task_id="ev-new", status="failed", status_data={"why": "test"}))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    result = taskhub(live_server, "events", "--type", "cli-ev", "--after", str(start), "--count", "3", "--json")
+    thread.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(e["task_id"], e["kind"], e["to_status"]) for e in events] == [
+        ("ev-old", "created", "pending"), ("ev-new", "created", "pending"), ("ev-new", "status", "failed"),
+    ]  # fmt: skip
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    table = taskhub(live_server, "events", "--type", "cli-ev", "--after", str(start), "--count", "1")
+    assert table.exit_code == 0, table.output
+    assert "ev-old" in table.stdout and "created" in table.stdout and f"#{start + 1}" in table.stdout
+    bad = taskhub(live_server, "events", "--status", "done", "--for", "1")
+    assert bad.exit_code == 1 and "'done' is not a status" in bad.output
+
+
 def test_watch_exit_codes_for_finished_and_stuck_tasks(live_server: LiveServer) -> None:
     task_create(task_id="done", task_type=PLAIN, task_status="completed")
     task_create(task_id="broken", task_type=PLAIN, task_status="failed", task_status_data=failed_status_data())
@@ -254,9 +310,11 @@ def test_watch_exit_codes_for_finished_and_stuck_tasks(live_server: LiveServer) 
 
 
 def test_watch_shows_progress_reported_by_the_handler(live_server: LiveServer) -> None:
+    from tasks_app.api.event_hub import HUB
+    from tasks_app.models import TaskStatusChange
+
     task_create(task_id="cli-progress", task_type=PLAIN)
-    # httpx logs each response the CLI gets: the task moves on only once the watcher has seen where it is,
-    # so the watcher sees every state whatever the timing.
+    # httpx logs each response the CLI gets: the watcher has subscribed (the stream answered) before it moves.
     responses: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: responses.append(record.getMessage())  # type: ignore[method-assign]
@@ -265,11 +323,12 @@ def test_watch_shows_progress_reported_by_the_handler(live_server: LiveServer) -
 
     def run() -> None:
         try:
-            wait_until(lambda: responses, 20, "the watcher to read the task")
-            time.sleep(0.3)  # most likely inside its long poll by now (if not, that poll waits its 10 s)
+            wait_until(lambda: any("/api/v1/events/" in r for r in responses), 20, "the watcher's stream")
             progress = {"progress": {"percent": 40.0, "message": "copying blocks"}}
             task_transition(update=StatusUpdate("cli-progress", "in_progress", progress, source="node:node1"))
-            wait_until(lambda: any("?wait=" in r for r in responses), 20, "the watcher to see it running")
+            row = TaskStatusChange.objects.filter(task_id="cli-progress").latest("id").id
+            wait_until(lambda: (HUB.frontier or 0) >= row, 20, "the stream to hand the change out")
+            time.sleep(0.5)  # for the bar to be drawn: rich redraws it a few times a second
             task_transition(update=StatusUpdate("cli-progress", "completed", {"ok": 1}, source="node:node1"))
         finally:
             connection.close()

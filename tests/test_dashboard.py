@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
@@ -14,8 +16,9 @@ from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import GlobalTask, Node, TaskStatusChange
 from tasks_app.ops import dashboard_selectors as sel
 from tasks_app.ops.dashboard_chart import nice_step, throughput_svg
+from tasks_app.ops.objectives import parse
 from tasks_app.tasks.services import task_create
-from tasks_app.tasks.transitions import StatusUpdate, task_transition
+from tasks_app.tasks.transitions import Origin, StatusUpdate, task_transition
 
 pytestmark = pytest.mark.django_db
 
@@ -163,3 +166,58 @@ def test_the_node_table_shows_scheduling_labels_and_capacity(staff: Client) -> N
     by_name = {row.name: row for row in sel.nodes()}
     assert (by_name["node1"].scheduling, by_name["node2"].scheduling) == ("cordoned", "drained")
     assert by_name["node3"].unfinished == 1
+
+
+def _finished_run(task_type: str, node: str, *, queue: float, run: float) -> None:
+    """An executed task whose run started ten minutes ago and finished after queue + run seconds, as its
+    node reported (each report carries its own time)."""
+    task, _ = task_create(task_type=task_type, task_data={"node": node}, execute=True)
+    start = float(int(time.time()) - 600)
+    TaskStatusChange.objects.filter(task=task).update(at=datetime.fromtimestamp(start, UTC))
+    for status, after in (("received", queue), ("in_progress", queue), ("completed", queue + run)):
+        update = StatusUpdate(
+            task.task_id, status, source="node:test", run_id=task.run_id, origin=Origin.NODE, at=start + after
+        )
+        task_transition(update=update)
+
+
+def test_latency_section_marks_the_rows_that_miss_their_objective(staff: Client, settings: Any) -> None:
+    import tests.handlers_for_tests  # noqa: F401  (registers test_sleep)
+
+    demo = cluster_ensure(name="demo")
+    for name in ("n1", "n2"):
+        node_register(cluster=demo, name=name)
+    _finished_run("noop", "n1", queue=1, run=3)  # end to end 4 s
+    _finished_run("noop", "n2", queue=5, run=25)  # end to end 30 s
+    _finished_run("test_sleep", "n1", queue=0.5, run=2)  # no objective
+    settings.TASKHUB_LATENCY_OBJECTIVES = parse("noop=end_to_end:p95:10,<b>odd</b>=run_time:p50:1")
+    resp = staff.get(URL)
+    assert resp.status_code == 200
+    section = resp.content.decode().split('id="latency"')[1].split("</div>")[0]
+    assert "Latency (last hour)" in section and "1 missed its objective" in section
+    [missed] = re.findall(r'<tr class="miss">(.*?)</tr>', section, re.DOTALL)
+    assert "<td>n2</td>" in missed and '<strong class="th-offline">missed</strong>' in missed
+    assert "end_to_end p95 ≤ 10 s" in missed and '<td class="num th-judged">30</td>' in missed
+    rows = section.split("<tbody>")[1].split("<tr")[1:]
+    assert len(rows) == 3
+    noop_n1, test_sleep_n1 = rows[0], rows[2]
+    assert "<td>n1</td>" in noop_n1 and '<span class="th-online">met</span>' in noop_n1 and "miss" not in noop_n1
+    assert '<td class="num th-judged">4</td>' in noop_n1  # the end-to-end p95 the objective is about
+    assert ">test_sleep</a>" in test_sleep_n1 and "none set" in test_sleep_n1 and "miss" not in test_sleep_n1
+    # queue wait p50 p95 p99, run time p50 p95 p99, end to end p50 p95 p99 of the one test_sleep run.
+    assert re.findall(r'<td class="num">([^<]*)</td>', test_sleep_n1)[1:] == ["0.50"] * 3 + ["2"] * 3 + ["2.50"] * 3
+    # Settings' text is escaped like everything else on the page.
+    assert "<code>&lt;b&gt;odd&lt;/b&gt;</code> run_time p50 ≤ 1 s" in section and "<b>odd" not in section
+    lines = resp.context["latency"]["lines"]
+    assert [(x.row.task_type, x.row.node, x.missed) for x in lines] == [
+        ("noop", "n1", False), ("noop", "n2", True), ("test_sleep", "n1", False)
+    ]  # fmt: skip
+    assert lines[1].judgement.value == 30.0
+    # Not a live section: the fragment the page refetches on every event leaves it (and its query) out.
+    live = staff.get(URL, {"fragment": "live"})
+    assert "latency" not in live.context and 'id="latency"' not in live.content.decode()
+
+
+def test_latency_section_without_runs_or_objectives(staff: Client) -> None:
+    section = staff.get(URL).content.decode().split('id="latency"')[1].split("</div>")[0]
+    assert "No runs finished in the last hour." in section and "none set" in section and "miss" not in section

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from cli.client import Api
-from cli.watch import follow
+from cli.watch import follow_polling
 from tests.conftest import ROOT
 from tests.helpers import start_gunicorn, stop, wait_until
 
@@ -167,7 +167,9 @@ def test_cli_watch_polls_again_after_a_429(
     def watch() -> None:
         with Api(gunicorn.base_url) as api:
             try:
-                outcome["task"] = follow(api, {"task_id": watched, "task_status": "pending"}, timeout=60, show=False)
+                outcome["task"] = follow_polling(
+                    api, {"task_id": watched, "task_status": "pending"}, timeout=60, show=False
+                )
             except Exception as exc:  # reported by the assertion below
                 outcome["error"] = exc
 
@@ -204,22 +206,25 @@ def test_shipped_defaults_keep_threads_free_for_other_requests() -> None:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("GUNICORN_THREADS", "TASKHUB_LONGPOLL_SLOTS", "GUNICORN_CMD_ARGS")
+        if k not in ("GUNICORN_THREADS", "TASKHUB_LONGPOLL_SLOTS", "GUNICORN_CMD_ARGS", "TASKHUB_EVENT_STREAMS")
     }
     env["DJANGO_SETTINGS_MODULE"] = "taskhub.settings"
     code = (
         "import json, runpy, django; django.setup(); from django.conf import settings; "
         "conf = runpy.run_path('gunicorn.conf.py'); "
-        "print(json.dumps([conf['worker_class'], conf['threads'], settings.TASKHUB_LONGPOLL_SLOTS]))"
+        "print(json.dumps([conf['worker_class'], conf['threads'], settings.TASKHUB_LONGPOLL_SLOTS, "
+        "settings.TASKHUB_EVENT_STREAMS]))"
     )
     for threads, expected_slots in ((None, 6), ("4", 2), ("2", 1)):
         run_env = dict(env, **({"GUNICORN_THREADS": threads} if threads else {}))
         out = subprocess.run(
             [sys.executable, "-c", code], env=run_env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
         )
-        worker_class, conf_threads, slots = json.loads(out.stdout.strip().splitlines()[-1])
+        worker_class, conf_threads, slots, streams = json.loads(out.stdout.strip().splitlines()[-1])
         assert worker_class == "gthread"
-        assert conf_threads == int(threads or 8)
+        # Event streams (GET /api/v1/events/) get threads of their own, on top of the ones that serve the rest.
+        assert streams == 64
+        assert conf_threads == int(threads or 8) + streams
         assert slots == expected_slots
 
 

@@ -12,19 +12,21 @@ from typing import Any
 import pytest
 import redis
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
 from tasks_app.fleet.scheduling import node_cordon
 from tasks_app.fleet.services import cluster_ensure, node_register
-from tasks_app.models import Node
+from tasks_app.models import Node, TaskStatusChange
 from tasks_app.ops import metrics
 from tasks_app.tasks.services import task_create, task_update, task_update_push
-from tasks_app.tasks.transitions import StatusUpdate, task_transition
+from tasks_app.tasks.transitions import Origin, StatusUpdate, task_transition, task_transition_many
 from tasks_app.tasks.writer import run_once
 from workers.protocol import keys
+from workers.protocol.status import Verdict
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
@@ -213,6 +215,123 @@ def test_counter_field_names_survive_odd_task_types(client: Client, redis_stream
     # Foreign fields in the hash are ignored, not fatal.
     redis_stream.hset(metrics.key(), "not-json", "1")
     scrape(client)
+
+
+# --- run latency histograms ------------------------------------------------------------------------
+
+LATENCY = {
+    "queue_wait": "taskhub_task_queue_wait_seconds",
+    "run_time": "taskhub_task_run_seconds",
+    "end_to_end": "taskhub_task_end_to_end_seconds",
+}
+BOUNDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def buckets(samples: Samples, name: str, **labels: str) -> dict[str, float]:
+    """A histogram series' cumulative buckets, by their `le` label."""
+    want = set(labels.items())
+    return {
+        dict(lbl)["le"]: v
+        for (n, lbl), v in samples.items()
+        if n == f"{name}_bucket" and want == {(k, x) for k, x in lbl if k != "le"}
+    }
+
+
+def cumulative(values: list[float]) -> dict[str, float]:
+    """What the buckets must say for these observations: how many are at most each bound."""
+    out = {str(float(b)): float(sum(1 for v in values if v <= b)) for b in BOUNDS}
+    out["+Inf"] = float(len(values))
+    return out
+
+
+@pytest.fixture
+def timed_runs(redis_stream: redis.Redis, commit: Commit) -> float:
+    """Runs finished by node reports with their own times, all in one batch: noop on ma (three runs),
+    test_sleep on mb (one), and a tracked task (no run). Returns T, the runs' start (epoch seconds)."""
+    import tests.handlers_for_tests  # noqa: F401  (registers test_sleep)
+
+    cluster = cluster_ensure(name="lat")
+    for name in ("ma", "mb"):
+        node_register(cluster=cluster, name=name)
+    start = float(int(time.time()) - 5000)
+    with commit():
+        a, b, c = (task_create(task_type="noop", task_data={"node": "ma"}, execute=True)[0] for _ in range(3))
+        d = task_create(task_type="test_sleep", task_data={"node": "mb"}, execute=True)[0]
+        tracked = task_create(task_type="noop_record")[0]
+        TaskStatusChange.objects.update(at=datetime.fromtimestamp(start, UTC))  # every run starts at T
+
+        def report(task: Any, status: str, after: float) -> StatusUpdate:
+            return StatusUpdate(task.task_id, status, source="node:test", run_id=task.run_id, origin=Origin.NODE,
+                                at=start + after)  # fmt: skip
+
+        updates = [
+            report(a, "received", 0.02), report(a, "in_progress", 1), report(a, "completed", 4),
+            report(b, "received", 7), report(b, "in_progress", 8),
+            report(b, "failed", 68),  # 60 s: on the bound of the 60 s bucket, so in it
+            StatusUpdate(c.task_id, "failed"),  # a client's, before any node had it: now, no queue wait, no run
+            report(d, "received", 0.05), report(d, "in_progress", 0.1), report(d, "completed", 4000),
+            StatusUpdate(tracked.task_id, "completed"),
+        ]  # fmt: skip
+        with CaptureQueriesContext(connection) as queries:
+            outcomes = task_transition_many(updates=updates)
+        assert all(o.verdict is Verdict.APPLY for o in outcomes), outcomes
+    # One query read the finished runs' rows, whatever the batch held.
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('SELECT "global_task_history".')]
+    assert len(reads) == 1, reads
+    return start
+
+
+def test_finished_runs_feed_the_latency_histograms(client: Client, timed_runs: float) -> None:
+    s = scrape(client)
+    ma = {"task_type": "noop", "node": "ma"}
+    assert buckets(s, LATENCY["queue_wait"], **ma) == cumulative([0.02, 7])
+    assert buckets(s, LATENCY["queue_wait"], **ma)["0.05"] == 1
+    assert buckets(s, LATENCY["run_time"], **ma) == cumulative([3, 60])
+    assert buckets(s, LATENCY["run_time"], **ma)["60.0"] == 2 and buckets(s, LATENCY["run_time"], **ma)["30.0"] == 1
+    # c ended when the batch ran, about 5000 s after T: past the last bound.
+    assert buckets(s, LATENCY["end_to_end"], **ma) == cumulative([4, 68, 5000])
+    assert value(s, f"{LATENCY['queue_wait']}_count", **ma) == 2
+    assert value(s, f"{LATENCY['queue_wait']}_sum", **ma) == pytest.approx(7.02)
+    assert value(s, f"{LATENCY['run_time']}_sum", **ma) == 63
+    assert value(s, f"{LATENCY['end_to_end']}_count", **ma) == 3
+    mb = {"task_type": "test_sleep", "node": "mb"}
+    assert buckets(s, LATENCY["queue_wait"], **mb) == cumulative([0.05])
+    assert buckets(s, LATENCY["run_time"], **mb) == cumulative([3999.9])
+    assert buckets(s, LATENCY["run_time"], **mb)["3600.0"] == 0
+    assert value(s, f"{LATENCY['end_to_end']}_sum", **mb) == 4000
+    # Those two series and no other: the tracked task has no run to time.
+    series = {dict(lbl)["task_type"] for (n, lbl) in s if n.startswith("taskhub_task_") and "le" in dict(lbl)}
+    assert series == {"noop", "test_sleep"}
+
+
+def test_the_histograms_count_what_the_stats_report(client: Client, timed_runs: float, api_client: Client) -> None:
+    """Same runs, same definitions: /metrics' counts per measure are /api/v1/stats/' counts."""
+    s = scrape(client)
+    since = datetime.fromtimestamp(timed_runs, UTC).isoformat().replace("+00:00", "Z")
+    rows = api_client.get("/api/v1/stats/", {"since": since}).json()["rows"]
+    assert [(r["task_type"], r["node"]) for r in rows] == [("noop", "ma"), ("test_sleep", "mb")]
+    for row in rows:
+        for measure, name in LATENCY.items():
+            count = value(s, f"{name}_count", task_type=row["task_type"], node=row["node"])
+            assert (count or 0) == row[measure]["count"], (row, measure)
+
+
+def test_a_rolled_back_finish_is_not_timed(client: Client, redis_stream: redis.Redis, commit: Commit) -> None:
+    node_register(cluster=cluster_ensure(name="lat"), name="ma")
+    task = task_create(task_type="noop", task_data={"node": "ma"}, execute=True)[0]
+
+    def finish_then_fail() -> None:
+        with transaction.atomic():
+            task_transition(update=StatusUpdate(task.task_id, "completed", run_id=task.run_id, origin=Origin.NODE))
+            raise RuntimeError("abort")
+
+    with commit(), pytest.raises(RuntimeError):
+        finish_then_fail()
+    assert value(scrape(client), f"{LATENCY['end_to_end']}_count", task_type="noop", node="ma") is None
+    with commit():
+        task_transition(update=StatusUpdate(task.task_id, "completed", run_id=task.run_id, origin=Origin.NODE))
+    assert value(scrape(client), f"{LATENCY['end_to_end']}_count", task_type="noop", node="ma") == 1
 
 
 # --- access ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import tests.handlers_for_tests  # noqa: F401  (registers test_sleep, a second e
 from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import GlobalTask, TaskStatusChange
 from tasks_app.ops.latency import latency_stats
+from tasks_app.ops.objectives import parse
 from tasks_app.tasks.services import task_create, task_retry
 from tests.helpers import node_report
 
@@ -118,7 +119,7 @@ def direct(*, task_type: str | None = None, node: str | None = None) -> list[dic
 
     return [
         {"task_type": key[0], "node": key[1], "runs": len(g["runs"]), "queue_wait": metric(g["q"]),
-         "run_time": metric(g["r"]), "end_to_end": metric(g["e"])}
+         "run_time": metric(g["r"]), "end_to_end": metric(g["e"]), "objective": None}
         for key, g in sorted(groups.items())
     ]  # fmt: skip
 
@@ -170,6 +171,27 @@ def test_a_step_no_run_had_is_null_and_sampling_is_said() -> None:
     # The two most recent to finish: the test_sleep run (at 1045 s) and the 15 s one (at 919 s).
     assert [(r.task_type, r.runs) for r in capped.rows] == [("noop", 1), ("test_sleep", 1)]
     assert capped.rows[0].run_time.p50 == 15.0
+
+
+@pytest.mark.usefixtures("history")
+def test_each_row_is_judged_against_its_type_s_objective(api_client: Client, settings: Any) -> None:
+    settings.TASKHUB_LATENCY_OBJECTIVES = parse("noop=end_to_end:p50:11.5,test_sleep=run_time:p99:40")
+    rows = stats(api_client)["rows"]
+    judged = [(r["task_type"], r["node"], r["objective"]) for r in rows]
+    assert judged == [
+        # p50 of end to end on sa is 12 s (test_percentiles_match_the_history_rows); on sb, of 6, 11 and 19 s, 11.
+        ("noop", "sa", {"measure": "end_to_end", "percentile": 50, "seconds": 11.5, "value": 12.0, "met": False}),
+        ("noop", "sb", {"measure": "end_to_end", "percentile": 50, "seconds": 11.5, "value": 11.0, "met": True}),
+        # At most: 40 s is met.
+        ("test_sleep", "sb", {"measure": "run_time", "percentile": 99, "seconds": 40.0, "value": 40.0, "met": True}),
+    ]
+    assert [r["objective"]["value"] for r in rows] == [r["end_to_end"]["p50"] for r in rows[:2]] + [40.0]
+    # No objective for a type: null. No run had the step: nothing to judge, so met is null too.
+    settings.TASKHUB_LATENCY_OBJECTIVES = parse("noop=run_time:p50:1")
+    assert stats(api_client, task_type="test_sleep")["rows"][0]["objective"] is None
+    cancelled = api_client.get("/api/v1/stats/", {"since": "2026-03-01T12:08:40Z", "until": "2026-03-01T12:09:00Z"})
+    [row] = cancelled.json()["rows"]
+    assert row["objective"] == {"measure": "run_time", "percentile": 50, "seconds": 1.0, "value": None, "met": None}
 
 
 @pytest.mark.parametrize(

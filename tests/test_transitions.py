@@ -57,13 +57,24 @@ def test_late_and_duplicate_updates_never_move_a_task_backwards() -> None:
 
 
 @pytest.mark.django_db
-def test_same_non_final_status_refreshes_data_without_history() -> None:
+def test_same_non_final_status_with_new_data_is_a_progress_row() -> None:
+    """A repeated status with new data is progress: the data replaces the task's, and one history row
+    (from == to) keeps its "progress" object for the event stream. The same data again is no row."""
     task, _ = task_create(task_type="t", task_status="in_progress")
-    outcome = task_transition(update=StatusUpdate(task.task_id, "in_progress", {"percent": 70}))
+    data = {"progress": {"percent": 70.0, "message": "copying"}, "other": 1}
+    outcome = task_transition(update=StatusUpdate(task.task_id, "in_progress", data))
     assert outcome.verdict is Verdict.SAME
     task.refresh_from_db()
-    assert task.task_status_data == {"percent": 70}
-    assert len(history(task.task_id)) == 1
+    assert task.task_status_data == data
+    rows = list(TaskStatusChange.objects.filter(task_id=task.task_id).order_by("id"))
+    assert [(r.from_status, r.to_status, r.progress) for r in rows] == [
+        ("", "in_progress", None),
+        ("in_progress", "in_progress", {"percent": 70.0, "message": "copying"}),
+    ]
+    assert task_transition(update=StatusUpdate(task.task_id, "in_progress", data)).verdict is Verdict.SAME
+    assert task_transition(update=StatusUpdate(task.task_id, "in_progress", {"percent": 80})).verdict is Verdict.SAME
+    rows = list(TaskStatusChange.objects.filter(task_id=task.task_id).order_by("id"))
+    assert len(rows) == 3 and rows[2].progress is None  # new data without a progress object: a row all the same
 
 
 @pytest.mark.django_db

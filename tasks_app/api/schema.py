@@ -131,7 +131,7 @@ class TaskhubAutoSchema(AutoSchema):
             codes.append("409")
         if body:
             codes += ["413", "415"]
-        if getattr(self.view, "throttle_classes", None):
+        if getattr(self.view, "throttle_classes", None) or getattr(self.view, "may_be_busy", False):
             codes.append("429")
         codes.append("503")  # every operation needs the database (tasks_app/api/errors.py)
         return codes

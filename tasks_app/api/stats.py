@@ -1,5 +1,6 @@
 """GET /api/v1/stats/: queue wait, run time and end-to-end percentiles per task type and node over a
-window (tasks_app/ops/latency.py computes them; README "Operating it")."""
+window (tasks_app/ops/latency.py computes them; README "Operating it"), each row judged against its type's
+objective, if TASKHUB_LATENCY_OBJECTIVES sets one (tasks_app/ops/objectives.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -17,7 +19,8 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from tasks_app.ops.latency import DEFAULT_WINDOW, MAX_RUNS, MAX_WINDOW, PERCENTILE_METHOD, latency_stats
+from tasks_app.ops import objectives
+from tasks_app.ops.latency import DEFAULT_WINDOW, MAX_RUNS, MAX_WINDOW, PERCENTILE_METHOD, Row, latency_stats
 
 # RFC 3339, what the schema's `format: date-time` means: a date, a time and an offset (Z or +hh:mm).
 # Python's own parser takes more (no offset, a space, week dates); a time without a zone is ambiguous.
@@ -32,6 +35,14 @@ class LatencyMetricSerializer(serializers.Serializer[Any]):
     p99 = serializers.FloatField(allow_null=True, help_text="seconds; null when no run had this step")
 
 
+class LatencyObjectiveSerializer(serializers.Serializer[Any]):
+    measure = serializers.ChoiceField(choices=objectives.MEASURES)
+    percentile = serializers.ChoiceField(choices=objectives.PERCENTILES)
+    seconds = serializers.FloatField(help_text="the objective: this percentile of this measure is at most this")
+    value = serializers.FloatField(allow_null=True, help_text="this row's percentile (s); null: no run had the step")
+    met = serializers.BooleanField(allow_null=True, help_text="value <= seconds; null when value is null")
+
+
 class LatencyRowSerializer(serializers.Serializer[Any]):
     task_type = serializers.CharField()
     node = serializers.CharField()
@@ -39,6 +50,9 @@ class LatencyRowSerializer(serializers.Serializer[Any]):
     queue_wait = LatencyMetricSerializer(help_text="run start -> received (in_progress if never received)")
     run_time = LatencyMetricSerializer(help_text="in_progress -> final status")
     end_to_end = LatencyMetricSerializer(help_text="run start -> final status")
+    objective = LatencyObjectiveSerializer(
+        allow_null=True, help_text="its type's objective (TASKHUB_LATENCY_OBJECTIVES) judged on this row; null: none"
+    )
 
 
 class LatencyStatsSerializer(serializers.Serializer[Any]):
@@ -76,6 +90,13 @@ def _window(request: Request) -> tuple[datetime, datetime]:
     if until - since > MAX_WINDOW:
         raise ValidationError({"since": [f"the window (since to until) may be at most {MAX_WINDOW.days} days"]})
     return since, until
+
+
+def _judged(row: Row) -> dict[str, Any] | None:
+    judgement = objectives.judge(row, settings.TASKHUB_LATENCY_OBJECTIVES)
+    if judgement is None:
+        return None
+    return {**asdict(judgement.objective), "value": judgement.value, "met": judgement.met}
 
 
 _DATE_TIME = {"type": "string", "format": "date-time"}
@@ -120,6 +141,6 @@ class StatsView(APIView):
             "until": stats.until,
             "sampled": stats.sampled,
             "percentile_method": PERCENTILE_METHOD,
-            "rows": [asdict(row) for row in stats.rows],
+            "rows": [{**asdict(row), "objective": _judged(row)} for row in stats.rows],
         }
         return Response(LatencyStatsSerializer(body).data)

@@ -83,6 +83,8 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
     pagination_class = KeysetPagination
     permission_classes = [TaskAccess]
     lookup_value_regex = "[^/]+"
+    # The browsable API's list page offers each type's fields: ?task_type=<name> (tasks_app/api/browsable.py).
+    offers_type_skeletons = True
 
     def get_queryset(self) -> QuerySet[GlobalTask]:
         return selectors.task_filter()

@@ -20,6 +20,10 @@ The cost is bounded whatever the table holds: the window is at most MAX_WINDOW l
 runs are read, the most recent to finish (`sampled` says when there were more). The final rows come
 along the `at` index in one query; the rows of their runs along the (task, at, id) index, RUN_CHUNK runs
 per query. The arithmetic is Python's, the same on SQLite and PostgreSQL.
+
+The same definitions (run_timings, measures) time each run as its final status is applied, for /metrics'
+histograms (tasks_app/ops/metrics.py), and TASKHUB_LATENCY_OBJECTIVES judges these rows
+(tasks_app/ops/objectives.py).
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ class _HistoryRow(NamedTuple):
     source: str = ""
 
 
+def measures(run: RunTiming) -> dict[str, timedelta | None]:
+    """A run's three measures by name (Row's fields, and the objectives' and histograms' names)."""
+    return {"queue_wait": run.queue_wait, "run_time": run.run_time, "end_to_end": run.end_to_end}
+
+
 def percentile(values: Sequence[float], p: float) -> float | None:
     """Nearest rank: the value at 1-based rank ceil(p / 100 * n) of the values sorted ascending."""
     if not values:
@@ -114,12 +123,12 @@ def latency_stats(
         group_of.setdefault((task_id, run_id), (type_, node_))
 
     samples: dict[tuple[str, str], tuple[list[float], list[float], list[float], list[int]]] = {}
-    for key, run in _runs(list(group_of), until):
+    for key, run in run_timings(list(group_of), until=until):
         if run.outcome not in TERMINAL:
             continue  # not reached: the window's final row is the run's, whose first final it is
         queue, running, total, runs = samples.setdefault(group_of[key], ([], [], [], [0]))
         runs[0] += 1
-        for into, value in ((queue, run.queue_wait), (running, run.run_time), (total, run.end_to_end)):
+        for into, value in zip((queue, running, total), measures(run).values(), strict=True):
             if value is not None:
                 into.append(value.total_seconds())
     rows = [
@@ -136,19 +145,23 @@ def latency_stats(
     return LatencyStats(since=since, until=until, sampled=sampled, rows=rows)
 
 
-def _runs(keys: list[tuple[str, str]], until: datetime) -> Iterable[tuple[tuple[str, str], RunTiming]]:
-    """Each (task_id, run_id) with its timing, RUN_CHUNK runs per query. A run's rows all come before its
-    final row, so none after `until` is read (a retried task's later runs are not)."""
-    for start in range(0, len(keys), RUN_CHUNK):
-        chunk = keys[start : start + RUN_CHUNK]
-        wanted = set(chunk)  # this chunk's runs only: a task's other run may be another chunk's
-        rows = (
-            TaskStatusChange.objects.filter(task_id__in={task_id for task_id, _ in chunk}, at__lt=until)
-            .order_by("task_id", "at", "id")
-            .values_list("task_id", "run_id", "from_status", "to_status", "at")
-        )
+def run_timings(
+    keys: list[tuple[str, str]], *, until: datetime | None = None, chunk: int = RUN_CHUNK
+) -> Iterable[tuple[tuple[str, str], RunTiming]]:
+    """Each (task_id, run_id) with its timing, `chunk` runs per query. A run's rows all come before its
+    final row, so none at or after `until` is read (a retried task's later runs are not). Also what
+    transitions.task_transition_many times the runs it finished by, for /metrics' histograms (in one
+    query: its batch's runs in one chunk), so the histograms and these percentiles measure alike."""
+    for start in range(0, len(keys), chunk):
+        batch = keys[start : start + chunk]
+        wanted = set(batch)  # this chunk's runs only: a task's other run may be another chunk's
+        rows = TaskStatusChange.objects.filter(task_id__in={task_id for task_id, _ in batch})
+        if until is not None:
+            rows = rows.filter(at__lt=until)
         by_run: dict[tuple[str, str], list[_HistoryRow]] = {}
-        for task_id, run_id, from_status, to_status, at in rows:
+        for task_id, run_id, from_status, to_status, at in rows.order_by("task_id", "at", "id").values_list(
+            "task_id", "run_id", "from_status", "to_status", "at"
+        ):
             if (task_id, run_id) in wanted:
                 by_run.setdefault((task_id, run_id), []).append(_HistoryRow(run_id, from_status, to_status, at))
         for key, history in by_run.items():

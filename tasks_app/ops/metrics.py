@@ -18,6 +18,13 @@ Counted here:
   taskhub_dead_lettered_total                       writer: entries moved to the dead-letter stream,
                                                     when their batch commits
   taskhub_updates_refused_total                     transitions: queued updates the status rules refuse
+  taskhub_task_queue_wait_seconds{task_type,node}   transitions.task_transition_many, when a run's final
+  taskhub_task_run_seconds{task_type,node}          status is applied (histograms, LATENCY_BUCKETS): its
+  taskhub_task_end_to_end_seconds{task_type,node}   queue wait, run time and end to end as
+                                                    tasks_app/ops/latency.py defines them (and
+                                                    /api/v1/stats/ reports), from the run's history rows;
+                                                    a step the run skipped is not observed. Tracked tasks
+                                                    (no runs) are not timed
 Read at scrape time:
   taskhub_update_stream_backlog, taskhub_update_stream_lag_seconds, taskhub_dead_letters, taskhub_tasks{status},
   taskhub_nodes_online{cluster}, taskhub_nodes{cluster,scheduling}, taskhub_node_capacity{node,resource},
@@ -58,6 +65,15 @@ BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 
 BATCH_SECONDS_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 _HISTOGRAMS = {"batch_size": BATCH_SIZE_BUCKETS, "batch_seconds": BATCH_SECONDS_BUCKETS}
+
+# Upper bounds (le, seconds) of the run latency histograms: from a noop picked up at once to an hour's run.
+LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+# Each measure of tasks_app/ops/latency.py (a RunTiming property) and its histogram.
+LATENCY_HISTOGRAMS = {
+    "queue_wait": ("taskhub_task_queue_wait_seconds", "Seconds from a run's start to received (or in_progress)"),
+    "run_time": ("taskhub_task_run_seconds", "Seconds from a run's first in_progress to its final status"),
+    "end_to_end": ("taskhub_task_end_to_end_seconds", "Seconds from a run's start to its final status"),
+}
 
 
 def key() -> str:
@@ -161,9 +177,14 @@ def flush() -> None:
     _pending.flush()
 
 
-def _on_commit(counts: dict[str, int]) -> None:
+def _on_commit(counts: dict[str, int], floats: dict[str, float] | None = None) -> None:
     if counts:
-        transaction.on_commit(partial(_pending.add, counts), robust=True)
+        transaction.on_commit(partial(_pending.add, counts, floats), robust=True)
+
+
+def _bucket(bounds: tuple[float, ...], value: float) -> str:
+    """The `le` of the bucket a value falls in (its own bucket only: buckets are summed at scrape time)."""
+    return _le(next((b for b in bounds if value <= b), float("inf")))
 
 
 # --- recording ---------------------------------------------------------------------------------
@@ -204,13 +225,24 @@ def count_purged(n: int) -> None:
         _incr({_field("purged"): n})
 
 
+def observe_run_latencies(samples: Iterable[tuple[str, str, str, float]]) -> None:
+    """Finished runs' durations as (measure, task_type, node, seconds), measure one of LATENCY_HISTOGRAMS;
+    observed when the transaction commits."""
+    counts: Counter[str] = Counter()
+    floats: dict[str, float] = {}
+    for measure, task_type, node, seconds in samples:
+        counts[_field("latency", measure, task_type, node, "bucket", _bucket(LATENCY_BUCKETS, seconds))] += 1
+        name = _field("latency", measure, task_type, node, "sum")
+        floats[name] = floats.get(name, 0.0) + seconds
+    _on_commit(dict(counts), floats)
+
+
 def observe_writer_batch(*, entries: int, seconds: float) -> None:
     """One committed writer batch: its size in entries and its duration."""
     counts: dict[str, int] = {}
     floats: dict[str, float] = {}
     for name, value in (("batch_size", float(entries)), ("batch_seconds", seconds)):
-        bound = next((b for b in _HISTOGRAMS[name] if value <= b), float("inf"))
-        counts[_field(name, "bucket", _le(bound))] = 1
+        counts[_field(name, "bucket", _bucket(_HISTOGRAMS[name], value))] = 1
         counts[_field(name, "count")] = 1
         floats[_field(name, "sum")] = value
     _pending.add(counts, floats)
@@ -253,15 +285,43 @@ def stream_lag_seconds(now: float | None = None) -> float:
     return max(0.0, (time.time() if now is None else now) - oldest_ms / 1000)
 
 
-def _histogram(name: str, doc: str, counters: dict[tuple[str, ...], float]) -> HistogramMetricFamily:
-    prefix = name.removeprefix("taskhub_writer_")
+def _cumulative(bounds: tuple[float, ...], counts: dict[str, float]) -> list[tuple[str, float]]:
+    """Each bucket's count (by `le`, as stored: its own bucket's) summed with those below, as Prometheus
+    wants, ending with +Inf."""
     buckets: list[tuple[str, float]] = []
     running = 0.0
-    for bound in (*_HISTOGRAMS[prefix], float("inf")):
+    for bound in (*bounds, float("inf")):
         le = _le(bound)
-        running += counters.get((prefix, "bucket", le), 0.0)
+        running += counts.get(le, 0.0)
         buckets.append((le, running))
+    return buckets
+
+
+def _histogram(name: str, doc: str, counters: dict[tuple[str, ...], float]) -> HistogramMetricFamily:
+    prefix = name.removeprefix("taskhub_writer_")
+    counts = {parts[2]: v for parts, v in counters.items() if len(parts) == 3 and parts[:2] == (prefix, "bucket")}
+    buckets = _cumulative(_HISTOGRAMS[prefix], counts)
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=counters.get((prefix, "sum"), 0.0))
+
+
+def _latency_histograms(counters: dict[tuple[str, ...], float]) -> Iterator[HistogramMetricFamily]:
+    """One histogram family per measure, one series per (task_type, node) that has observations."""
+    counts: dict[tuple[str, str, str], dict[str, float]] = {}
+    sums: dict[tuple[str, str, str], float] = {}
+    for parts, value in counters.items():
+        if parts[0] != "latency" or parts[1] not in LATENCY_HISTOGRAMS:
+            continue
+        if len(parts) == 6 and parts[4] == "bucket":
+            counts.setdefault((parts[1], parts[2], parts[3]), {})[parts[5]] = value
+        elif len(parts) == 5 and parts[4] == "sum":
+            sums[(parts[1], parts[2], parts[3])] = value
+    for measure, (name, doc) in LATENCY_HISTOGRAMS.items():
+        family = HistogramMetricFamily(name, doc, labels=["task_type", "node"])
+        for (of, task_type, node), by_le in sorted(counts.items()):
+            if of == measure:
+                buckets = _cumulative(LATENCY_BUCKETS, by_le)
+                family.add_metric([task_type, node], buckets, sum_value=sums.get((of, task_type, node), 0.0))
+        yield family
 
 
 class TaskhubCollector(Collector):
@@ -340,6 +400,7 @@ class TaskhubCollector(Collector):
             )
         yield _histogram("taskhub_writer_batch_size", "Entries per committed writer batch", counters)
         yield _histogram("taskhub_writer_batch_seconds", "Seconds per committed writer batch", counters)
+        yield from _latency_histograms(counters)
 
     def _from_database(self) -> Iterator[Metric]:
         from tasks_app.fleet.selectors import online_cutoff

@@ -120,6 +120,10 @@ class TaskStatusChange(models.Model):
     at = models.DateTimeField(db_index=True)
     source = models.CharField(max_length=128, blank=True, default="")
     run_id = models.CharField(max_length=36, blank=True, default="")  # "" for a tracked task
+    # A row whose from_status equals its to_status is progress: a repeated status that brought new data.
+    # The "progress" object (percent, message) of the data a change brought, when it has one, is kept here
+    # so that the event stream (GET /api/v1/events/) can replay it; the full data stays on the task only.
+    progress = models.JSONField(null=True, blank=True)
 
     class Meta:
         db_table = "global_task_history"

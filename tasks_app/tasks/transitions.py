@@ -28,11 +28,11 @@ from functools import partial
 from typing import Any
 
 import psycopg
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import JSONField, OuterRef, Subquery
 
 from tasks_app.families.registry import completion_hook
-from tasks_app.ops import metrics
+from tasks_app.ops import latency, metrics
 from tasks_app.tasks.models import GlobalTask, TaskStatusChange, now_ts
 from tasks_app.tasks.selectors import create_fingerprints
 from workers.protocol.messages import Origin, StatusUpdate
@@ -121,6 +121,7 @@ def task_transition_many(*, updates: Sequence[StatusUpdate]) -> list[Outcome]:
         _write(states)
         applied = [(states[o.task_id].task_type, o.to_status) for o in outcomes if o.verdict is Verdict.APPLY]
         metrics.count_finished(applied)  # the final ones, on commit (taskhub_tasks_finished_total)
+        _observe_finished_runs(states)
         refused = [o for o in outcomes if o.verdict is Verdict.REJECT]
         if refused:
             metrics.count_refused_updates(len(refused))
@@ -173,17 +174,31 @@ def _apply(u: StatusUpdate, state: _State | None, at: datetime) -> Outcome:
         state.history.append(
             TaskStatusChange(
                 task_id=u.task_id, from_status=before, to_status=target, at=_when(u, state, at),
-                source=u.source[:128], run_id=run_id,
+                source=u.source[:128], run_id=run_id, progress=_progress_of(u.status_data),
             )
         )  # fmt: skip
         if data is not None:
             state.status_data = data
     elif verdict is Verdict.SAME and u.status_data is not None and before not in TERMINAL:
         # A repeated non-final status may carry fresh data (progress, say); a final status is
-        # settled and a duplicate of it changes nothing.
+        # settled and a duplicate of it changes nothing. Fresh data is a progress row in the history
+        # (from == to), so the event stream can replay it; the same data again is no event.
+        if u.status_data != state.status_data:
+            state.history.append(
+                TaskStatusChange(
+                    task_id=u.task_id, from_status=before, to_status=before, at=_when(u, state, at),
+                    source=u.source[:128], run_id=state.run_id, progress=_progress_of(u.status_data),
+                )
+            )  # fmt: skip
         state.status_data = u.status_data
         state.dirty = True
     return Outcome(u.task_id, verdict, before, state.status)
+
+
+def _progress_of(data: Any) -> dict[str, Any] | None:
+    """The "progress" object of a report's data (workers/protocol/context.py writes it), if it has one."""
+    progress = data.get("progress") if isinstance(data, dict) else None
+    return progress if isinstance(progress, dict) else None
 
 
 def _epoch(value: datetime | int | None) -> float:
@@ -236,6 +251,36 @@ def _cancel_outcome(stored: Any, data: dict[str, Any] | None, target: str, *, by
     else:  # the dead-node sweep is the one writer but a node to end a cancelling task
         how = "its node went offline, so nothing runs there any more"
     return {**(data if data is not None else stored), "cancel": {**request, "outcome": how}}
+
+
+def _observe_finished_runs(states: dict[str, _State]) -> None:
+    """Time the runs this batch finished for /metrics' latency histograms, observed on commit: one query
+    for all of them, after _write so the batch's own rows are read too. latency.py's definitions, so the
+    histograms and /api/v1/stats/ measure alike. Tracked tasks have no runs (run_id "")."""
+    finished = {
+        (h.task_id, h.run_id): (s.task_type, s.node)
+        for s in states.values()
+        if s.dirty
+        for h in s.history
+        if h.to_status in TERMINAL and h.run_id
+    }
+    if not finished:
+        return
+    samples: list[tuple[str, str, str, float]] = []
+    try:
+        for key, run in latency.run_timings(list(finished), chunk=len(finished)):
+            if run.outcome not in TERMINAL:
+                continue
+            task_type, node = finished[key]
+            for measure, value in latency.measures(run).items():
+                if value is not None:  # a step the run skipped (a cancel before it ran has no run time)
+                    samples.append((measure, task_type, node, value.total_seconds()))
+    except DatabaseError:
+        raise  # the transaction is broken anyway: the batch is retried whole
+    except Exception:  # a metric is never worth a failed batch
+        log.exception("run latencies not observed")
+        return
+    metrics.observe_run_latencies(samples)
 
 
 def _release_next(order_key: str) -> None:
@@ -293,6 +338,7 @@ def _write(states: dict[str, _State]) -> None:
             params += [
                 [h.task_id for h in history], [h.from_status for h in history], [h.to_status for h in history],
                 [h.at for h in history], [h.source for h in history], [h.run_id for h in history],
+                [None if h.progress is None else json.dumps(h.progress) for h in history],
             ]  # fmt: skip
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -306,8 +352,8 @@ def _write(states: dict[str, _State]) -> None:
 
 
 _HISTORY_INSERT = (
-    f"INSERT INTO {TaskStatusChange._meta.db_table} (task_id, from_status, to_status, at, source, run_id) "  # noqa: S608
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[])"
+    f"INSERT INTO {TaskStatusChange._meta.db_table} (task_id, from_status, to_status, at, source, run_id, progress) "  # noqa: S608
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::text[], %s::jsonb[])"
 )
 
 
