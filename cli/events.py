@@ -49,21 +49,29 @@ def follow_events(
         query: dict[str, str | list[str]] = {**params, "timeout": f"{min(left, STREAM_SECONDS):.1f}"}
         try:
             with api.events(query, last_id=last) as stream:
-                failures = 0
+                ended = False
                 for event in stream:
+                    failures = 0
                     if event.event == "task":
                         last = event.id
                         yield json.loads(event.data)
-                    elif event.event == "live":
-                        if on_live is not None:
-                            on_live()
+                        continue
+                    body = json.loads(event.data)
+                    if last is None and body.get("last_event_id") is not None:
+                        last = str(body["last_event_id"])  # from here on, a reconnect resumes where this left
+                    if event.event == "live" and on_live is not None:
+                        on_live()
                     elif event.event in ("end", "cutoff"):
-                        body = json.loads(event.data)
-                        if body.get("last_event_id") is not None and last is None:
-                            last = str(body["last_event_id"])
+                        ended = True
                         break
+            if not ended:  # closed without saying why (a proxy, a restart): count it, and wait a little
+                raise httpx.RemoteProtocolError("the event stream closed without an end event")
         except ApiError as exc:
-            if exc.status_code != 429:
+            if exc.status_code == 503:  # the database is down for now: as a dropped connection
+                failures += 1
+                if failures > RECONNECTS:
+                    raise
+            elif exc.status_code != 429:
                 raise
             time.sleep(exc.retry_after if exc.retry_after is not None else BUSY_RETRY_SECONDS)
         except (httpx.TransportError, Unreachable) as exc:

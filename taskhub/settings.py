@@ -122,6 +122,20 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("TASKHUB_DB_CONNECT_TIMEOUT", default=3)
     )
+    # A pool of at most this many connections per process (Django's, psycopg_pool), set for the web server's
+    # processes by gunicorn.conf.py: a gthread worker has GUNICORN_THREADS + TASKHUB_EVENT_STREAMS threads,
+    # and each would otherwise keep a connection of its own (CONN_MAX_AGE) once it had served a request,
+    # more than PostgreSQL's max_connections across two processes. 0 (writers, scheduler, manage.py): none.
+    _pool_size = env.int("TASKHUB_DB_POOL_SIZE", default=0)
+    if _pool_size > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections, not the threads
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 1,
+            "max_size": _pool_size,
+            # A request that finds every connection taken waits this long, then answers 503 (the database
+            # is then as good as down for it: tasks_app/middleware.py).
+            "timeout": env.float("TASKHUB_DB_POOL_TIMEOUT", default=5.0),
+        }
     # Named per test run too (pytest-django creates and drops it): under the default test_<NAME>, a
     # second run at once would drop the database the first is using.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
@@ -202,6 +216,9 @@ TASKHUB_EVENTS_BUFFER = env.int("TASKHUB_EVENTS_BUFFER", default=10_000)
 # A stream ends after this long (`event: end`); EventSource and `taskhub events` reconnect with
 # Last-Event-ID and lose nothing. Spreads long-lived clients over processes again after a restart.
 TASKHUB_EVENTS_MAX_SECONDS = env.float("TASKHUB_EVENTS_MAX_SECONDS", default=300.0)
+# A stream whose client takes none of what is written for this long is closed (under gunicorn), and its
+# slot and thread are free again: a client that stops reading cannot hold them.
+TASKHUB_EVENTS_SEND_TIMEOUT_SECONDS = env.float("TASKHUB_EVENTS_SEND_TIMEOUT_SECONDS", default=30.0)
 # A history id missing below a visible one is a transaction still running (on PostgreSQL the stream waits
 # until it ends, read from the snapshot) or a row that will never be seen (rolled back, deleted). The
 # stream waits at most this long for one, in case a transaction elsewhere holds the snapshot back.

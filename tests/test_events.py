@@ -327,3 +327,94 @@ def test_streams_beyond_the_limit_are_429_and_the_rest_of_the_api_is_served(smal
         lambda: httpx.get(f"{server.base_url}/api/v1/events/?timeout=0", headers=server.headers(), timeout=10)
         .status_code == 200, 15, "a slot to be free again",
     )  # fmt: skip
+
+
+@pytest.fixture
+def stuck_server(child_env: dict[str, str], tmp_path: Path, operator_token: str) -> Iterator[Server]:
+    yield from _serve(child_env, tmp_path, operator_token, TASKHUB_EVENT_STREAMS="1",
+                      TASKHUB_EVENTS_SEND_TIMEOUT_SECONDS="2")  # fmt: skip
+
+
+def test_a_client_that_stops_reading_loses_its_stream_and_the_slot_is_free_again(stuck_server: Server) -> None:
+    """A client that reads nothing blocks the server's writes once the socket buffers are full; the write
+    times out, and the one stream slot of this server is free for the next client."""
+    server = stuck_server
+    _create(server, [f"stuck-{i:05d}" for i in range(20_000)])  # ~7 MB of catch-up: more than the buffers
+    port = int(server.base_url.rsplit(":", 1)[1])
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", port))
+    stuck.sendall(
+        f"GET /api/v1/events/?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {server.token}\r\n\r\n"
+        .encode()
+    )  # fmt: skip
+    assert stuck.recv(64).startswith(b"HTTP/1.1 200"), "the stuck client's stream did not open"
+
+    def second_stream() -> int:
+        resp = httpx.get(f"{server.base_url}/api/v1/events/?timeout=0", headers=server.headers(), timeout=10)
+        return resp.status_code
+
+    try:
+        assert second_stream() == 429  # the only slot is the stuck client's
+        wait_until(lambda: second_stream() == 200, 30, "the stuck stream's write to time out and free its slot")
+    finally:
+        stuck.close()
+
+
+def test_a_row_committed_late_below_a_visible_one_is_not_skipped(server: Server) -> None:
+    """PostgreSQL gives history ids when rows are inserted and shows rows when they commit: a transaction
+    holding a lower id that commits after a higher one is visible must still reach the stream, in id order."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: ids become visible in order")
+    from django.db import transaction
+
+    from tasks_app.tasks.services import task_create
+
+    reader = Reader(server)
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_writer() -> None:
+        try:
+            with transaction.atomic():
+                task_create(task_id="late-low", task_type="gap_test", task_status="pending")
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    assert holding.wait(30)
+    with httpx.Client(timeout=30, headers=server.headers()) as http:
+        resp = http.post(f"{server.base_url}/api/v1/tasks/", json={"task_id": "early-high", "task_type": "gap_test"})
+        assert resp.status_code == 201, resp.text
+    time.sleep(1.0)  # many polls of the tail: it must hold early-high back while late-low's transaction runs
+    assert reader.tasks() == [], "an event above an undecided gap was sent"
+    release.set()
+    writer.join(30)
+    wait_until(lambda: len(reader.tasks()) >= 2, 30, "both creations")
+    reader.close()
+    got = [(e["task_id"], e["id"]) for e in reader.tasks()]
+    assert [t for t, _ in got] == ["late-low", "early-high"] and got[0][1] < got[1][1]
+
+
+def test_the_web_process_holds_at_most_its_pool_of_connections_after_many_streams(server: Server) -> None:
+    """gunicorn.conf.py gives each process 8 + 64 threads; without a pool each thread that once served a
+    request would keep a connection (CONN_MAX_AGE), more than PostgreSQL allows across two processes."""
+    if connection.vendor != "postgresql":
+        pytest.skip("connections are PostgreSQL's concern")
+    readers = [Reader(server) for _ in range(30)]
+    for reader in readers:
+        reader.close()
+    # The server notices a closed stream at its next keepalive write (every 5 s, events.py); only then are
+    # the 30 threads idle and handed ordinary requests in turn.
+    time.sleep(6.5)
+    with httpx.Client(timeout=30, headers=server.headers()) as http:
+        for _ in range(120):  # handed to the idle threads in turn: each of the 30 serves some
+            assert http.get(f"{server.base_url}/api/v1/tasks/", headers={"Connection": "close"}).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        (others,) = cursor.fetchone()
+    assert others <= 10, f"{others} connections from the web process; its pool holds at most GUNICORN_THREADS + 2"

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, OperationalError, close_old_connections, connection
 
 from tasks_app.tasks.events import Event, EventFilter, events_after, last_event_id, node_clusters, snapshot_bounds
 
@@ -68,6 +68,7 @@ class Hub:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._failed = False  # the tail's latest read failed (the database is down): new streams get a 503
         self._gap: _Gap | None = None
         self._clusters: dict[str, str] = {}
         self._clusters_at = 0.0
@@ -75,19 +76,28 @@ class Hub:
     def subscribe(self, filt: EventFilter, *, timeout: float) -> Subscription:
         """A new subscription; its frontier is the hub's once the hub has one (waiting at most `timeout` for
         the first), so a catch-up never reads past an undecided gap. Events the hub hands it meanwhile are at
-        or below that frontier, and the stream skips them."""
+        or below that frontier, and the stream skips them. Raises OperationalError (a 503) when the tail
+        cannot read the history table (it has just failed, or has no frontier in time)."""
         sub = Subscription(filt=filt, frontier=0)
         with self._lock:
             self._subs.add(sub)  # first: a running hub never stops with a subscriber waiting
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
-                self._frontier, self._gap = None, None
+                self._frontier, self._gap, self._failed = None, None, False
                 self._ready.clear()
                 self._thread = threading.Thread(target=self._run, name="taskhub-events", daemon=True)
                 self._thread.start()
-        self._ready.wait(timeout)
-        with self._lock:
-            sub.frontier = self._frontier if self._frontier is not None else last_event_id()
+        try:
+            deadline = time.monotonic() + timeout
+            while not self._ready.wait(0.05):
+                if self._failed or time.monotonic() > deadline:
+                    raise OperationalError("the event stream cannot read the task history now; retry later")
+            with self._lock:
+                assert self._frontier is not None
+                sub.frontier = self._frontier
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -130,39 +140,49 @@ class Hub:
                     if self._stopping or (idle_since is not None and time.monotonic() - idle_since > IDLE_SECONDS):
                         self._thread = None
                         return
+                full = False
                 try:
                     if self._frontier is None:
                         self._begin()
-                    self._tail()
+                    full = self._tail()
+                    self._failed = False
                 except DatabaseError:
+                    self._failed = True
                     log.warning("event stream: reading the history table failed; trying again", exc_info=True)
                     connection.close()
                     time.sleep(1.0)
                 except Exception:
+                    self._failed = True
                     log.exception("event stream: the tail failed; trying again")
                     time.sleep(1.0)
-                time.sleep(settings.TASKHUB_EVENTS_POLL_SECONDS)
+                if not full:  # a full batch: more rows are waiting, read them at once
+                    time.sleep(settings.TASKHUB_EVENTS_POLL_SECONDS)
         finally:
             close_old_connections()
             connection.close()
 
     def _begin(self) -> None:
         """The first frontier: the highest id now, once every transaction that could hold a lower one has
-        ended (PostgreSQL; at most TASKHUB_EVENTS_GAP_SECONDS)."""
-        before = snapshot_bounds()
+        ended (PostgreSQL; at most TASKHUB_EVENTS_GAP_SECONDS). The id is read first: a transaction holding
+        a lower id took it before that read, so its xid is below the snapshot's xmax taken after it."""
         top = last_event_id()
+        after = snapshot_bounds()
         deadline = time.monotonic() + settings.TASKHUB_EVENTS_GAP_SECONDS
-        while before is not None and time.monotonic() < deadline:
+        while after is not None and time.monotonic() < deadline:
             now = snapshot_bounds()
-            if now is None or now[0] >= before[1]:
+            if now is None or now[0] >= after[1]:
                 break
             time.sleep(0.05)
         with self._lock:
             self._frontier = top
         self._ready.set()
 
-    def _tail(self) -> None:
+    def _tail(self) -> bool:
+        """Hand out the rows above the frontier, up to the first undecided gap. True if it read a full batch."""
         assert self._frontier is not None
+        # Taken before the read: a gap is decided only if its possible holders had all ended by then, so
+        # that a holder's row, if it committed, is in this read (tasks_app/tasks/events.py, snapshot_bounds).
+        before = snapshot_bounds()
         rows = events_after(after=self._frontier, limit=BATCH, clusters=self.clusters())
         if any(e.node and e.node not in self._clusters for e in rows) and time.monotonic() - self._clusters_at > 1:
             self._clusters_at = 0.0  # a new node: read the map again
@@ -171,7 +191,7 @@ class Hub:
         deliver: list[Event] = []
         frontier = self._frontier
         for event in rows:
-            if event.id != frontier + 1 and not self._gap_decided(frontier + 1):
+            if event.id != frontier + 1 and not self._gap_decided(frontier + 1, before):
                 break
             self._gap = None
             deliver.append(event)
@@ -181,22 +201,24 @@ class Hub:
                 for sub in self._subs:
                     sub.offer(event)
             self._frontier = frontier
+        return len(rows) == BATCH
 
-    def _gap_decided(self, missing: int) -> bool:
-        """Whether the ids from `missing` up to the next visible row will never appear."""
+    def _gap_decided(self, missing: int, before: tuple[int, int] | None) -> bool:
+        """Whether the ids from `missing` up to the next visible row will never appear. `before`: the
+        snapshot bounds taken before this read."""
         gap = self._gap
         if gap is None or gap.first_missing != missing:
-            bounds = snapshot_bounds()
-            self._gap = gap = _Gap(missing, time.monotonic(), bounds[1] if bounds else None)
-            if bounds is None:
-                return True  # SQLite: ids are given in commit order, so a gap is a row already gone
+            # Whoever holds the missing id took it before this read (a higher id is visible): its xid is
+            # below the xmax of a snapshot taken now. Decided on a later read, whose `before` shows it ended.
+            after = snapshot_bounds()
+            self._gap = _Gap(missing, time.monotonic(), after[1] if after else None)
+            return after is None  # SQLite: ids are given in commit order, so a gap is a row already gone
         if time.monotonic() - gap.seen_at > settings.TASKHUB_EVENTS_GAP_SECONDS:
             log.warning(
                 "event stream: history id %s did not appear within TASKHUB_EVENTS_GAP_SECONDS; going on", missing
             )
             return True
-        bounds = snapshot_bounds()
-        return bounds is not None and gap.xmax is not None and bounds[0] >= gap.xmax
+        return before is not None and gap.xmax is not None and before[0] >= gap.xmax
 
 
 def _with_cluster(event: Event, clusters: dict[str, str]) -> Event:

@@ -180,7 +180,7 @@ class _Stream:
         last = after if after is not None else sub.frontier
         yield f"retry: {RECONNECT_MS}\n: stream of task events; resumes after id {last}\n\n"
         # Catch-up: what the client missed, from the table, up to where the live tail starts.
-        while last < sub.frontier:
+        while last < sub.frontier and time.monotonic() < deadline:
             clusters = HUB.clusters()
             page = events_after(after=last, upto=sub.frontier, limit=CATCH_UP_PAGE, filt=sub.filt, clusters=clusters)
             if page:
@@ -189,6 +189,9 @@ class _Stream:
             if len(page) < CATCH_UP_PAGE:
                 last = max(last, sub.frontier)
                 break
+        if last < sub.frontier:  # the time ran out while catching up: the client resumes from here
+            yield _control("end", last, "the stream's time is up; reconnect with Last-Event-ID")
+            return
         # What follows is live: a client that replayed a task's history knows its current state now.
         yield _control("live", last, "caught up; what follows happens now")
         # The live tail needs no database: give this thread's connection back while it waits.
@@ -306,10 +309,19 @@ class EventStreamView(APIView):
         seconds = limit if asked is None else min(asked, limit)
         _take_slot()
         try:
+            # The subscription may wait for the tail's first frontier, which needs a connection of its own
+            # from the same pool: give this one back first (a catch-up takes one again).
+            connection.close()
             sub = HUB.subscribe(filt, timeout=float(settings.TASKHUB_EVENTS_GAP_SECONDS))
         except BaseException:
             _give_slot()
             raise
+        # A client that stops reading would block the thread in a write forever (the stream's own time limit
+        # and cut-off are checked between writes): under gunicorn, a write that cannot go on for this long
+        # fails, the connection is closed, and the stream's slot is given back.
+        sock = request.META.get("gunicorn.socket")
+        if sock is not None:
+            sock.settimeout(float(settings.TASKHUB_EVENTS_SEND_TIMEOUT_SECONDS))
         response = StreamingHttpResponse(_Stream(sub, after, seconds), content_type="text/event-stream; charset=utf-8")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once

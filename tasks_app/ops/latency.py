@@ -34,9 +34,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from django.db.models import F, Q
+
 from tasks_app.models import TaskStatusChange
 from tasks_app.tasks.timings import RunTiming, runs_from
-from workers.protocol.status import TERMINAL
+from workers.protocol.status import TERMINAL, Status
 
 MAX_WINDOW = timedelta(days=7)
 DEFAULT_WINDOW = timedelta(hours=1)
@@ -155,7 +157,12 @@ def run_timings(
     for start in range(0, len(keys), chunk):
         batch = keys[start : start + chunk]
         wanted = set(batch)  # this chunk's runs only: a task's other run may be another chunk's
-        rows = TaskStatusChange.objects.filter(task_id__in={task_id for task_id, _ in batch})
+        rows = TaskStatusChange.objects.filter(
+            task_id__in={task_id for task_id, _ in batch}, run_id__in={run_id for _, run_id in batch}
+        )
+        # Progress rows (a repeated status with new data) time nothing: a handler reporting every second for
+        # an hour would otherwise add thousands of rows to read. A move (pending -> pending) starts a run.
+        rows = rows.exclude(Q(from_status=F("to_status")) & ~Q(to_status=Status.PENDING.value))
         if until is not None:
             rows = rows.filter(at__lt=until)
         by_run: dict[tuple[str, str], list[_HistoryRow]] = {}

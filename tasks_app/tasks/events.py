@@ -140,7 +140,11 @@ def snapshot_bounds() -> tuple[int, int] | None:
     transaction that inserts its row, so a row missing below a visible one belongs to a transaction
     that was running when the gap was seen (its id < that moment's xmax); once xmin has passed that
     xmax, the transaction has ended, and the row either is visible or never will be (rolled back, or
-    deleted with its task)."""
+    deleted with its task).
+
+    This assumes a transaction has its xid before it takes a history id: every path that inserts history
+    rows writes or locks the task row first (transitions lock with SELECT ... FOR UPDATE; a creation
+    inserts the task first). A history row inserted on its own, in autocommit, would break it."""
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cursor:

@@ -119,9 +119,11 @@
     panel.hidden = false;
   }
 
+  var lastEventId = ""; // a new EventSource (after a refusal) resumes here, as a reconnect would
+
   function connect() {
     setState("connecting", "connecting");
-    source = new EventSource(eventsUrl);
+    source = new EventSource(lastEventId ? eventsUrl + "?after=" + encodeURIComponent(lastEventId) : eventsUrl);
     source.addEventListener("open", function () {
       retryMs = RETRY_MIN_MS;
       root.classList.add("th-following");
@@ -130,6 +132,7 @@
       schedule();
     });
     source.addEventListener("task", function (msg) {
+      lastEventId = msg.lastEventId || lastEventId;
       var ev;
       try {
         ev = JSON.parse(msg.data);
