@@ -4,9 +4,10 @@
 (c) GET /tasks p50/p99 on 1M rows; (d) end to end, noop tasks created -> completed vs bare Celery at
 its best and Celery + django-celery-results, with CPU and memory per process, then latency and
 memory at a steady rate; (e) bulk create, in process and over HTTP; (p) placement: single creates/s
-and latency per assignment rule on 3 and 30 nodes (bench/placement.py); (g) growth: lists at 1M and 10M
-rows, end to end with 1, 3 and 10 node workers, fleet scale (bench/growth.py). `--only d` (or
-`--only a,c`, ...) runs some of them. Child processes are stopped and the bench's own Redis keys and
+and latency per assignment rule on 3 and 30 nodes (bench/placement.py); (s) event streams: GET /tasks
+p50/p99 with 100 open GET /api/v1/events/ clients vs idle, on the shipped gunicorn.conf.py (bench/streams.py);
+(g) growth: lists at 1M and 10M rows, end to end with 1, 3 and 10 node workers, fleet scale (bench/growth.py).
+`--only d` (or `--only a,c`, ...) runs some of them. Child processes are stopped and the bench's own Redis keys and
 scratch rows removed at the end, whatever happens.
 """
 
@@ -32,7 +33,7 @@ def _load_average() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-SECTIONS = ("a", "b", "c", "d", "e", "p", "g")
+SECTIONS = ("a", "b", "c", "d", "e", "p", "s", "g")
 
 
 def run(cfg: config.Config, sections: tuple[str, ...] = SECTIONS) -> None:
@@ -126,6 +127,13 @@ def run(cfg: config.Config, sections: tuple[str, ...] = SECTIONS) -> None:
 
         print("(p) placement: single creates per assignment rule ...", flush=True)
         rows += placement.measure(cfg)  # bench/placement.py; removes its own rows, nodes and queues
+
+    if "s" in sections:
+        from bench import streams
+
+        db.remove_scratch(cfg)
+        print("(s) event streams: GET /tasks idle and with 100 streams open ...", flush=True)
+        rows += streams.measure(cfg)  # bench/streams.py; on the rows as found (c's 1M when it ran)
 
     if "g" in sections:
         from bench import growth
@@ -248,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default=",".join(SECTIONS),
         help="comma-separated sections to run: a (POST /task), b (writer), c (GET /tasks), d (end to end), "
-        "e (bulk create), p (placement), g (growth: lists at 1M and 10M rows, 1/3/10 node workers, fleet scale)",
+        "e (bulk create), p (placement), s (event streams: GET /tasks with 100 streams open), "
+        "g (growth: lists at 1M and 10M rows, 1/3/10 node workers, fleet scale)",
     )
     args = parser.parse_args(argv)
     sections = tuple(s for s in SECTIONS if s in {p.strip() for p in args.only.split(",")})
