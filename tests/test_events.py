@@ -276,6 +276,9 @@ def test_bad_requests_are_400s_that_name_the_problem_and_strangers_get_401(serve
             assert message in " ".join(resp.json()[field]), (query, resp.text)
         resp = http.get(url, headers={"Last-Event-ID": "abc"})
         assert resp.status_code == 400 and "Last-Event-ID" in resp.json(), resp.text
+        # An empty Last-Event-ID is no id at all (the schema says so): live events from now.
+        resp = http.get(f"{url}?timeout=0", headers={"Last-Event-ID": ""})
+        assert resp.status_code == 200 and [e.event for e in parse(resp.text.splitlines())] == ["live", "end"]
     resp = httpx.get(url, timeout=30)
     assert resp.status_code == 401, resp.text
     assert "credentials" in resp.json()["detail"].lower()

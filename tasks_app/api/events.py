@@ -286,9 +286,9 @@ class EventStreamView(APIView):
             ),
             OpenApiParameter(
                 "Last-Event-ID",
-                {"type": "string", "pattern": r"^[0-9]{1,18}$"},
+                {"type": "string", "pattern": r"^[0-9]{0,18}$"},
                 location=OpenApiParameter.HEADER,
-                description="resume after this event id (what a reconnecting EventSource sends)",
+                description="resume after this event id (what a reconnecting EventSource sends); empty: as if not sent",
             ),
         ],
         responses={
