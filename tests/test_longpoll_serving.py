@@ -66,6 +66,9 @@ def gunicorn(child_env: dict[str, str], tmp_path: Path) -> Iterator[Gunicorn]:
         # Teardown need not wait out long polls a failed test left behind.
         GUNICORN_GRACEFUL_TIMEOUT="2",
         TASKHUB_LONGPOLL_SLOTS=str(SLOTS),
+        # PostgreSQL: fewer pooled connections than waiting long polls. The rest is served only because a
+        # waiting poll gives its connection back between reads (longpoll.pause).
+        TASKHUB_DB_POOL_SIZE="2",
         TASKHUB_SEED_ANON_NETWORKS="127.0.0.0/8",
     )
     log = tmp_path / "gunicorn.log"

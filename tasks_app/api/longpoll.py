@@ -9,10 +9,12 @@ queue nobody can see.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
+from django.db import connection
 from rest_framework.exceptions import Throttled
 
 from tasks_app.errors import InvalidInput
@@ -49,6 +51,15 @@ def wait_seconds(raw: str) -> float:
     if not 0 <= seconds <= MAX_WAIT_SECONDS:
         raise InvalidInput(f"'wait' must be between 0 and {MAX_WAIT_SECONDS:g} seconds")
     return seconds
+
+
+def pause(seconds: float) -> None:
+    """The wait between a long poll's reads. With a connection pool (the web under gunicorn.conf.py) the
+    connection goes back to the pool for the wait, so waiting polls do not hold the pool's connections
+    (each read takes one again, without a new login); with none, the thread keeps its connection."""
+    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
+        connection.close()
+    time.sleep(seconds)
 
 
 def _semaphore(limit: int) -> threading.BoundedSemaphore:

@@ -187,7 +187,7 @@ class TaskViewSet(viewsets.ModelViewSet[GlobalTask]):
         seconds = longpoll.wait_seconds(wait) if wait else 0.0
         if seconds > 0:
             with longpoll.slot():
-                task = selectors.task_wait_for_change(task=task, timeout=seconds)
+                task = selectors.task_wait_for_change(task=task, timeout=seconds, pause=longpoll.pause)
         return Response(self.get_serializer(task).data)
 
     @extend_schema(request=None, responses=TaskSerializer)

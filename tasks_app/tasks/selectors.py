@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -120,13 +120,15 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise InvalidInput("'after' is not a cursor returned by this API") from exc
 
 
-def task_wait_for_change(*, task: GlobalTask, timeout: float, interval: float = 0.2) -> GlobalTask:
+def task_wait_for_change(
+    *, task: GlobalTask, timeout: float, interval: float = 0.2, pause: Callable[[float], None] = time.sleep
+) -> GlobalTask:
     """Long poll: the task as soon as its status or status data differ from `task`, or it is final,
-    or `timeout` seconds have passed (then as it is)."""
+    or `timeout` seconds have passed (then as it is). `pause(seconds)` waits between reads."""
     deadline = time.monotonic() + timeout
     seen = (task.task_status, task.task_status_data)
     while task.task_status not in TERMINAL and time.monotonic() < deadline:
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        pause(min(interval, max(0.0, deadline - time.monotonic())))
         fresh = GlobalTask.objects.filter(pk=task.pk).first()
         if fresh is None:
             raise TaskNotFound(task.task_id)
