@@ -157,9 +157,7 @@ def run_timings(
     for start in range(0, len(keys), chunk):
         batch = keys[start : start + chunk]
         wanted = set(batch)  # this chunk's runs only: a task's other run may be another chunk's
-        rows = TaskStatusChange.objects.filter(
-            task_id__in={task_id for task_id, _ in batch}, run_id__in={run_id for _, run_id in batch}
-        )
+        rows = TaskStatusChange.objects.filter(task_id__in={task_id for task_id, _ in batch})
         # Progress rows (a repeated status with new data) time nothing: a handler reporting every second for
         # an hour would otherwise add thousands of rows to read. A move (pending -> pending) starts a run.
         rows = rows.exclude(Q(from_status=F("to_status")) & ~Q(to_status=Status.PENDING.value))
