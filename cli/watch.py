@@ -47,41 +47,54 @@ def follow(api: Api, task: dict[str, Any], *, timeout: float, show: bool) -> dic
     return follow_polling(api, task, timeout=timeout, show=show)
 
 
+class _Display:
+    """What a watcher shows: a line for each status the task reaches, and a progress bar drawn from the
+    progress its handler reports (while the task is not final)."""
+
+    def __init__(self, task_id: str, bar: Progress, *, show: bool) -> None:
+        self.task_id, self.bar, self.show = task_id, bar, show
+        self.bar_id = bar.add_task("", total=100, visible=False)
+        self.last: str | None = None
+
+    def reached(self, status: str) -> None:
+        if status != self.last:
+            self.last = status
+            if self.show:
+                self.bar.console.print(_line(self.task_id, status))
+
+    def progress(self, progress: Any) -> None:
+        if isinstance(progress, dict) and self.last not in TERMINAL:
+            message = str(progress.get("message") or self.last)
+            percent = float(progress.get("percent") or 0)
+            self.bar.update(self.bar_id, completed=percent, description=message, visible=True)
+
+
 def _follow_stream(api: Api, task: dict[str, Any], *, timeout: float, show: bool) -> dict[str, Any]:
     """The task's whole history from the table (Last-Event-ID 0, this task only), then its live events: what
     it shows is the order things happened in. A final status counts once the stream is live (a retried
     task's earlier failure is history)."""
     task_id = str(task["task_id"])
-    last: str | None = None
     live = False
     deadline = time.monotonic() + timeout
     with _progress(show) as bar:
-        bar_id = bar.add_task("", total=100, visible=False)
+        shown = _Display(task_id, bar, show=show)
 
         def on_live() -> None:
             nonlocal live
             live = True
-            if last in TERMINAL:
+            if shown.last in TERMINAL:
                 raise _Ended(dict(api.get(task_path(task_id))))
 
         try:
             for event in follow_events(api, {"task_id": [task_id]}, after="0", deadline=deadline, on_live=on_live):
-                status = str(event.get("to_status"))
-                if status != last:
-                    last = status
-                    if show:
-                        bar.console.print(_line(task_id, last))
-                progress = event.get("progress")
-                if isinstance(progress, dict) and last not in TERMINAL:
-                    message = str(progress.get("message") or last)
-                    bar.update(bar_id, completed=float(progress.get("percent") or 0), description=message, visible=True)
-                if live and last in TERMINAL:
+                shown.reached(str(event.get("to_status")))
+                shown.progress(event.get("progress"))
+                if live and shown.last in TERMINAL:
                     return dict(api.get(task_path(task_id)))
         except _Ended as ended:
             return ended.task
-    raise WatchTimeout(
-        f"timed out after {timeout:g}s waiting for task {task_id} (still {last or task.get('task_status')})"
-    )
+    still = shown.last or task.get("task_status")
+    raise WatchTimeout(f"timed out after {timeout:g}s waiting for task {task_id} (still {still})")
 
 
 def _progress(show: bool) -> Progress:
@@ -98,16 +111,14 @@ def follow_polling(api: Api, task: dict[str, Any], *, timeout: float, show: bool
     again. Raises WatchTimeout (exit 2) when it has not ended within `timeout` seconds.
     """
     task_id = str(task["task_id"])
-    last = str(task.get("task_status"))
     deadline = time.monotonic() + timeout
     with _progress(show) as bar:
-        bar_id = bar.add_task("", total=100, visible=False)
-        if show:
-            bar.console.print(_line(task_id, last))
-        while last not in TERMINAL:
+        shown = _Display(task_id, bar, show=show)
+        shown.reached(str(task.get("task_status")))
+        while shown.last not in TERMINAL:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise WatchTimeout(f"timed out after {timeout:g}s waiting for task {task_id} (still {last})")
+                raise WatchTimeout(f"timed out after {timeout:g}s waiting for task {task_id} (still {shown.last})")
             wait = f"{min(LONG_POLL_SECONDS, max(left, 0.1)):.1f}"
             try:
                 task = api.get(task_path(task_id), params={"wait": wait})
@@ -118,15 +129,8 @@ def follow_polling(api: Api, task: dict[str, Any], *, timeout: float, show: bool
                 pause = exc.retry_after if exc.retry_after is not None else BUSY_RETRY_SECONDS
                 time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
                 continue
-            status = str(task.get("task_status"))
-            if status != last:
-                last = status
-                if show:
-                    bar.console.print(_line(task_id, last))
-            progress = (task.get("task_status_data") or {}).get("progress")
-            if isinstance(progress, dict) and status not in TERMINAL:
-                message = str(progress.get("message") or status)
-                bar.update(bar_id, completed=float(progress.get("percent") or 0), description=message, visible=True)
+            shown.reached(str(task.get("task_status")))
+            shown.progress((task.get("task_status_data") or {}).get("progress"))
     return task
 
 

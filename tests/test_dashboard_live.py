@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from tests.conftest import OPERATOR_PASSWORD, ROOT
-from tests.helpers import start_gunicorn, stop, wait_until
+from tests.helpers import free_port, start_gunicorn, stop, wait_until
 
 URL = "/admin/dashboard/"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -116,12 +115,6 @@ def test_the_script_escapes_what_the_stream_sends() -> None:
 
 
 # --- with JavaScript: a real browser on the real server ---------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def browser_or_skip() -> None:

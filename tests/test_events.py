@@ -22,18 +22,12 @@ import pytest
 from django.db import connection
 
 from cli.sse import SseEvent, parse
-from tests.helpers import start_gunicorn, stop, wait_until
+from tests.helpers import free_port, start_gunicorn, stop, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TASKS = 1000
 TYPE = "events_test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

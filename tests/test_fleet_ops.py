@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.models import Cluster, GlobalTask, Node, Volume
 from tasks_app.tasks.services import task_create
 from tests.conftest import database_url
-from tests.helpers import node_report, start_gunicorn, start_manage, start_node_worker, stop, wait_until
+from tests.helpers import free_port, node_report, start_gunicorn, start_manage, start_node_worker, stop, wait_until
 from workers.protocol.queues import node_queue
 from workers.protocol.status import UNFINISHED
 
@@ -490,12 +489,6 @@ def test_drain_moves_pending_work_to_live_nodes_end_to_end(client: Client, procs
 
 
 # --- 5. capacity under concurrent creates -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ import pytest
 from cli.client import Api
 from cli.watch import follow_polling
 from tests.conftest import ROOT
-from tests.helpers import start_gunicorn, stop, wait_until
+from tests.helpers import free_port, start_gunicorn, stop, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -35,12 +34,6 @@ SLOTS = 3
 WORKER_TIMEOUT = 3
 # Longer than the worker timeout: a sync worker would be killed mid-wait (WORKER TIMEOUT, then a 500).
 WAIT = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

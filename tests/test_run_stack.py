@@ -18,15 +18,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import MANAGE, ROOT
-from tests.helpers import stop, wait_until
+from tests.helpers import free_port, stop, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def call(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:

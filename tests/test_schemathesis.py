@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from rest_framework.authtoken.models import Token
 
 from tasks_app.api.permissions import SERVICES_GROUP
 from tests.conftest import ROOT
-from tests.helpers import start_gunicorn, stop
+from tests.helpers import free_port, start_gunicorn, stop
 
 pytestmark = [
     pytest.mark.schemathesis,
@@ -41,12 +40,6 @@ CONFIG = ROOT / "tests" / "schemathesis.toml"
 # the servers' start stay under two minutes.
 BUDGET = int(os.environ.get("TASKHUB_SCHEMATHESIS_SECONDS", "25"))
 MAX_EXAMPLES = 25  # per operation and phase, before the next round
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ import time
 from dataclasses import dataclass, field, replace
 
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, close_old_connections, connection
+from django.db import DatabaseError, OperationalError, connection
 
-from tasks_app.tasks.events import Event, EventFilter, events_after, last_event_id, node_clusters, snapshot_bounds
+from tasks_app.fleet.selectors import node_clusters
+from tasks_app.tasks.events import Event, EventFilter, events_after, last_event_id, snapshot_bounds
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,6 @@ class Hub:
                 if not full:  # a full batch: more rows are waiting, read them at once
                     time.sleep(settings.TASKHUB_EVENTS_POLL_SECONDS)
         finally:
-            close_old_connections()
             connection.close()
 
     def _begin(self) -> None:

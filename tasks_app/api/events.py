@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import queue
-import threading
 import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import Throttled, ValidationError
@@ -34,9 +33,12 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from tasks_app.api import slots
 from tasks_app.api.event_hub import HUB, Subscription
+from tasks_app.api.filters import reject_unknown_parameters
 from tasks_app.api.permissions import node_of
-from tasks_app.tasks.events import Event, EventFilter, events_after, unknown_clusters
+from tasks_app.fleet.selectors import unknown_clusters
+from tasks_app.tasks.events import Event, EventFilter, events_after
 from workers.protocol.status import STATUS_VALUES
 
 KEEPALIVE_SECONDS = 5.0  # a comment line this often: proxies keep the connection, and a gone client is
@@ -47,20 +49,14 @@ SEND_AT_ONCE = 200  # queued events written in one chunk
 _PARAMETERS = {"task_id", "task_type", "task_status", "node", "cluster", "after", "timeout"}
 _NAME_MAX = 64
 
-_slots_lock = threading.Lock()
-_slots_in_use = 0
-
 
 class EventStreamRenderer(BaseRenderer):
-    """text/event-stream, so that content negotiation accepts EventSource's Accept header. The stream
-    itself is written by the view; this renders only an error's body, as JSON."""
+    """text/event-stream: the one representation of the stream (for content negotiation and the schema).
+    The view writes the stream itself, and its errors are rendered as JSON (finalize_response)."""
 
     media_type = "text/event-stream"
     format = "event-stream"
     charset = "utf-8"
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        return json.dumps(data).encode()
 
 
 class StreamsBusy(Throttled):
@@ -109,10 +105,7 @@ def _after(request: Request) -> int | None:
 
 
 def event_filter(request: Request) -> EventFilter:
-    unknown = sorted(set(request.query_params) - _PARAMETERS)
-    if unknown:
-        why = f"Unknown query parameter; this takes: {', '.join(sorted(_PARAMETERS))}"
-        raise ValidationError({name: [why] for name in unknown})
+    reject_unknown_parameters(request, _PARAMETERS)
     statuses = _names(request, "task_status")
     bad = sorted(statuses - set(STATUS_VALUES))
     if bad:
@@ -129,21 +122,6 @@ def event_filter(request: Request) -> EventFilter:
     )  # fmt: skip
 
 
-def _take_slot() -> None:
-    global _slots_in_use
-    limit = max(1, int(settings.TASKHUB_EVENT_STREAMS))
-    with _slots_lock:
-        if _slots_in_use >= limit:
-            raise StreamsBusy(limit)
-        _slots_in_use += 1
-
-
-def _give_slot() -> None:
-    global _slots_in_use
-    with _slots_lock:
-        _slots_in_use -= 1
-
-
 def _frame(event: Event) -> str:
     return f"id: {event.id}\nevent: task\ndata: {json.dumps(event.as_json(), separators=(',', ':'))}\n\n"
 
@@ -158,8 +136,9 @@ class _Stream:
     the server stopping), and that gives the slot and the subscription back even if the body was never
     read (a generator's `finally` would not run then)."""
 
-    def __init__(self, sub: Subscription, after: int | None, seconds: float) -> None:
+    def __init__(self, sub: Subscription, after: int | None, seconds: float, slots_limit: int) -> None:
         self._sub = sub
+        self._slots_limit = slots_limit
         self._closed = False
         self._body = self._events(after, seconds)
 
@@ -172,7 +151,7 @@ class _Stream:
         self._closed = True
         self._body.close()
         HUB.unsubscribe(self._sub)
-        _give_slot()
+        slots.give("events", self._slots_limit)
 
     def _events(self, after: int | None, seconds: float) -> Generator[str, None, None]:
         sub = self._sub
@@ -195,7 +174,6 @@ class _Stream:
         # What follows is live: a client that replayed a task's history knows its current state now.
         yield _control("live", last, "caught up; what follows happens now")
         # The live tail needs no database: give this thread's connection back while it waits.
-        close_old_connections()
         connection.close()
         while True:
             if sub.overflowed:
@@ -307,14 +285,16 @@ class EventStreamView(APIView):
         limit = float(settings.TASKHUB_EVENTS_MAX_SECONDS)
         asked = _number(request, "timeout", high=86400)
         seconds = limit if asked is None else min(asked, limit)
-        _take_slot()
+        limit = max(1, int(settings.TASKHUB_EVENT_STREAMS))
+        if not slots.take("events", limit):
+            raise StreamsBusy(limit)
         try:
             # The subscription may wait for the tail's first frontier, which needs a connection of its own
             # from the same pool: give this one back first (a catch-up takes one again).
             connection.close()
             sub = HUB.subscribe(filt, timeout=float(settings.TASKHUB_EVENTS_GAP_SECONDS))
         except BaseException:
-            _give_slot()
+            slots.give("events", limit)
             raise
         # A client that stops reading would block the thread in a write forever (the stream's own time limit
         # and cut-off are checked between writes): under gunicorn, a write that cannot go on for this long
@@ -322,7 +302,9 @@ class EventStreamView(APIView):
         sock = request.META.get("gunicorn.socket")
         if sock is not None:
             sock.settimeout(float(settings.TASKHUB_EVENTS_SEND_TIMEOUT_SECONDS))
-        response = StreamingHttpResponse(_Stream(sub, after, seconds), content_type="text/event-stream; charset=utf-8")
+        response = StreamingHttpResponse(
+            _Stream(sub, after, seconds, limit), content_type="text/event-stream; charset=utf-8"
+        )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
         return response

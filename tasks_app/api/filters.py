@@ -78,6 +78,14 @@ class NodeFilter(StrictFilterSet):
         fields = ["cluster__name", "state", "transport"]
 
 
+def reject_unknown_parameters(request: Request, allowed: set[str], *, what: str = "this") -> None:
+    """A 400 naming each query parameter that is not `allowed`, and what is."""
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        why = f"Unknown query parameter; {what} takes: {', '.join(sorted(allowed))}"
+        raise ValidationError({name: [why] for name in unknown})
+
+
 class StrictFilterBackend(DjangoFilterBackend):  # type: ignore[misc]
     """DEFAULT_FILTER_BACKENDS: django-filter's backend, plus a 400 for a query parameter a list does not
     take. Allowed: its filters, its paginator's parameters and DRF's `format` (the browsable API's)."""
@@ -87,11 +95,7 @@ class StrictFilterBackend(DjangoFilterBackend):  # type: ignore[misc]
 
     def filter_queryset(self, request: Request, queryset: QuerySet[Any], view: Any) -> QuerySet[Any]:
         if getattr(view, "action", "list") == "list":
-            allowed = self._parameters(queryset, view)
-            unknown = sorted(set(request.query_params) - allowed)
-            if unknown:
-                why = f"Unknown query parameter; this list takes: {', '.join(sorted(allowed))}"
-                raise ValidationError({name: [why] for name in unknown})
+            reject_unknown_parameters(request, self._parameters(queryset, view), what="this list")
         filtered: QuerySet[Any] = super().filter_queryset(request, queryset, view)
         return filtered
 

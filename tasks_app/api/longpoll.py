@@ -8,7 +8,6 @@ queue nobody can see.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,16 +16,12 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.exceptions import Throttled
 
+from tasks_app.api import slots
 from tasks_app.errors import InvalidInput
 
 MAX_WAIT_SECONDS = 60.0
 # A wait that found no slot is worth retrying soon: other long polls end as soon as their task changes.
 RETRY_AFTER_SECONDS = 2
-
-_lock = threading.Lock()
-# One semaphore per limit, so a changed TASKHUB_LONGPOLL_SLOTS (tests' override_settings) takes effect
-# while the waits holding the old one still release into it.
-_semaphores: dict[int, threading.BoundedSemaphore] = {}
 
 
 class LongPollBusy(Throttled):
@@ -62,22 +57,13 @@ def pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _semaphore(limit: int) -> threading.BoundedSemaphore:
-    with _lock:
-        sem = _semaphores.get(limit)
-        if sem is None:
-            sem = _semaphores[limit] = threading.BoundedSemaphore(limit)
-        return sem
-
-
 @contextmanager
 def slot() -> Iterator[None]:
     """Hold one long-poll slot for the body of the `with`; raises LongPollBusy if none is free."""
     limit = max(1, int(settings.TASKHUB_LONGPOLL_SLOTS))
-    sem = _semaphore(limit)
-    if not sem.acquire(blocking=False):
+    if not slots.take("longpoll", limit):
         raise LongPollBusy(limit)
     try:
         yield
     finally:
-        sem.release()
+        slots.give("longpoll", limit)

@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from tasks_app.api.filters import reject_unknown_parameters
 from tasks_app.ops import objectives
 from tasks_app.ops.latency import DEFAULT_WINDOW, MAX_RUNS, MAX_WINDOW, PERCENTILE_METHOD, Row, latency_stats
 
@@ -125,10 +126,7 @@ class StatsView(APIView):
         responses=LatencyStatsSerializer,
     )
     def get(self, request: Request) -> Response:
-        unknown = sorted(set(request.query_params) - _PARAMETERS - {api_settings.URL_FORMAT_OVERRIDE or "format"})
-        if unknown:
-            why = f"Unknown query parameter; this takes: {', '.join(sorted(_PARAMETERS))}"
-            raise ValidationError({name: [why] for name in unknown})
+        reject_unknown_parameters(request, {*_PARAMETERS, api_settings.URL_FORMAT_OVERRIDE or "format"})
         since, until = _window(request)
         stats = latency_stats(
             since=since,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +26,16 @@ def _by_id_or_name(qs: QuerySet[Cluster] | QuerySet[Node], ref: str, what: str) 
     if found is None:
         raise Http404(f"No {what} {ref!r}")
     return found
+
+
+def node_clusters() -> dict[str, str]:
+    """node name -> its cluster's name, for every node."""
+    return dict(Node.objects.values_list("name", "cluster__name"))
+
+
+def unknown_clusters(names: Sequence[str]) -> list[str]:
+    """Those of these cluster names that name no cluster."""
+    return sorted(set(names) - set(Cluster.objects.filter(name__in=names).values_list("name", flat=True)))
 
 
 def cluster_get(*, ref: str) -> Cluster:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from tasks_app.ops import dashboard_selectors as sel
 from tasks_app.ops import objectives
 from tasks_app.ops.dashboard_chart import COLORS, throughput_svg
-from tasks_app.ops.latency import PERCENTILES, Row, latency_stats
+from tasks_app.ops.latency import Row, latency_stats
 from workers.protocol.status import STATUS_VALUES
 
 FAILURE_WINDOW = timedelta(hours=1)
@@ -60,7 +60,7 @@ def latency_section(now: datetime) -> dict[str, object]:
         cells = [
             LatencyCell(getattr(getattr(row, measure), f"p{p}"), (measure, p) == target)
             for measure in objectives.MEASURES
-            for p in PERCENTILES
+            for p in objectives.PERCENTILES
         ]
         lines.append(LatencyLine(row=row, cells=cells, judgement=judgement))
     return {
@@ -69,7 +69,7 @@ def latency_section(now: datetime) -> dict[str, object]:
         "max_runs": LATENCY_MAX_RUNS,
         "objectives": sorted(wanted.items()),
         "missed": sum(1 for line in lines if line.missed),
-        "columns": [f"p{p}" for _ in objectives.MEASURES for p in PERCENTILES],
+        "columns": [f"p{p}" for _ in objectives.MEASURES for p in objectives.PERCENTILES],
     }
 
 

@@ -37,6 +37,7 @@ from typing import NamedTuple
 from django.db.models import F, Q
 
 from tasks_app.models import TaskStatusChange
+from tasks_app.ops.objectives import PERCENTILES as PERCENTILES  # latency measures these
 from tasks_app.tasks.timings import RunTiming, runs_from
 from workers.protocol.status import TERMINAL, Status
 
@@ -44,7 +45,6 @@ MAX_WINDOW = timedelta(days=7)
 DEFAULT_WINDOW = timedelta(hours=1)
 MAX_RUNS = 100_000
 RUN_CHUNK = 1000  # runs per history query: well under SQLite's and PostgreSQL's parameter limits
-PERCENTILES = (50, 95, 99)
 PERCENTILE_METHOD = "nearest-rank"
 
 

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tasks_app.ops.latency import Row
 
+# The measures and percentiles of tasks_app/ops/latency.py, which takes them from here: this module is
+# read by the settings, before the models (which latency.py needs) can be imported.
 MEASURES = ("queue_wait", "run_time", "end_to_end")
-PERCENTILES = (50, 95, 99)  # latency.PERCENTILES; not imported, as latency.py imports the models
+PERCENTILES = (50, 95, 99)
 SYNTAX = "<task_type>=<measure>:p<percentile>:<seconds>"
 
 

@@ -8,7 +8,6 @@ Reads only. The stream's live tail (tasks_app/api/event_hub.py) and a client's c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 from django.db import connection
 from django.db.models import Max
 
-from tasks_app.fleet.models import Cluster, Node
 from tasks_app.tasks.models import TaskStatusChange
 
 CREATED, STATUS, PROGRESS = "created", "status", "progress"
@@ -81,21 +79,11 @@ class EventFilter:
         )
 
 
-def node_clusters() -> dict[str, str]:
-    """node name -> its cluster's name, for every node."""
-    return dict(Node.objects.values_list("name", "cluster__name"))
-
-
-def unknown_clusters(names: Sequence[str]) -> list[str]:
-    """Those of these cluster names that name no cluster."""
-    return sorted(set(names) - set(Cluster.objects.filter(name__in=names).values_list("name", flat=True)))
-
-
 def events_after(
     *, after: int, upto: int | None = None, limit: int, filt: EventFilter | None = None, clusters: dict[str, str]
 ) -> list[Event]:
     """Up to `limit` events with after < id (<= upto), in id order, that `filt` takes. `clusters` maps a
-    node to its cluster (node_clusters()); the filter's task, status and node conditions run in SQL."""
+    node to its cluster (fleet.selectors.node_clusters()); the filter's task, status and node conditions run in SQL."""
     qs = TaskStatusChange.objects.filter(id__gt=after).order_by("id")
     if upto is not None:
         qs = qs.filter(id__lte=upto)
