@@ -100,6 +100,19 @@ def _audit(s: Suite, name: str, load: Load, fault_end: float | None, api: str = 
     return row
 
 
+def _served_again(s: Suite, prober: Prober, timeout: float = 60.0) -> str:
+    """Right after a dependency is back: how long until one round of the prober's calls is answered with
+    no 5xx and no failed connection. A server that is slow to recover shows here, not only in the tasks'
+    recovery (the load retries its creates)."""
+    back = time.monotonic()
+    while time.monotonic() - back < timeout:
+        answers = [s.api.request(method, path, body, endpoint=e)[0] for method, path, body, e in prober.calls]
+        if all(a.status is not None and a.status < 500 for a in answers):
+            return f"every endpoint answered again {time.monotonic() - back:.1f} s after it was back"
+        time.sleep(0.1)
+    return f"an endpoint still failed {timeout:.0f} s after it was back"
+
+
 def tally_labels(labels: Any) -> str:
     return ", ".join(f"{label} x{n}" for label, n in Counter(labels).most_common())
 
@@ -164,10 +177,11 @@ def redis_kill(s: Suite) -> Row:
     fault_end = time.time()
     s.redis.start()
     prober.stop()
+    served = _served_again(s, prober)
     load.join()
     answers = s.api.between(start, fault_end)
     row = _audit(s, f"Redis SIGKILL {s.sizes.outage:g} s under load (AOF)", load, fault_end, tally(answers))
-    row.notes.append(f"answers by endpoint: {by_endpoint(answers)}")
+    row.notes.append(f"answers by endpoint: {by_endpoint(answers)}; {served}")
     return row
 
 
@@ -194,10 +208,11 @@ def redis_shutdown(s: Suite) -> Row:
     fault_end = time.time()
     s.redis.start()
     prober.stop()
+    served = _served_again(s, prober)
     answers = s.api.between(start, fault_end)
     row = _audit(s, "Redis SHUTDOWN while 9 run, back after 6 s", load, fault_end, tally(answers))
     _expect(row, load.submitted, _poison_fails(bodies))
-    row.notes.append(f"answers by endpoint: {by_endpoint(answers)}")
+    row.notes.append(f"answers by endpoint: {by_endpoint(answers)}; {served}")
     return row
 
 
@@ -239,10 +254,11 @@ def pg_stop(s: Suite) -> Row:
     fault_end = time.time()
     s.postgres.start()
     prober.stop()
+    served = _served_again(s, prober)
     load.join()
     answers = s.api.between(start, fault_end)
     row = _audit(s, f"PostgreSQL immediate stop {s.sizes.outage:g} s", load, fault_end, tally(answers))
-    row.notes.append(f"answers by endpoint: {by_endpoint(answers)}")
+    row.notes.append(f"answers by endpoint: {by_endpoint(answers)}; {served}")
     return row
 
 

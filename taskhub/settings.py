@@ -136,6 +136,9 @@ else:
             # is then as good as down for it: tasks_app/middleware.py).
             "timeout": env.float("TASKHUB_DB_POOL_TIMEOUT", default=5.0),
         }
+        # Django's backend plus a breaker, so that a database that is down is a 503 at once rather than
+        # after the pool's timeout, and a new pool once it is back (tasks_app/postgres/base.py).
+        DATABASES["default"]["ENGINE"] = "tasks_app.postgres"
     # Named per test run too (pytest-django creates and drops it): under the default test_<NAME>, a
     # second run at once would drop the database the first is using.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
@@ -327,6 +330,9 @@ TASKHUB_RETRY_AFTER_SECONDS = env.int("TASKHUB_RETRY_AFTER_SECONDS", default=5)
 # After a failed metrics write or publish, this process skips those best-effort calls to that Redis for
 # this many seconds (tasks_app/ops/breaker.py): during an outage, each request would pay the timeout again.
 TASKHUB_REDIS_BREAKER_SECONDS = env.float("TASKHUB_REDIS_BREAKER_SECONDS", default=5.0)
+# After the web's database pool found the database unreachable, requests answer 503 at once for this long,
+# then one of them tries a direct connect (tasks_app/postgres/base.py).
+TASKHUB_DB_BREAKER_SECONDS = env.float("TASKHUB_DB_BREAKER_SECONDS", default=1.0)
 # Counters (tasks_app/ops/metrics.py) are sent to Redis together, at most this long after they were
 # counted, instead of one round trip per create or writer batch; 0 sends each at once.
 TASKHUB_METRICS_FLUSH_SECONDS = env.float("TASKHUB_METRICS_FLUSH_SECONDS", default=1.0)

@@ -21,7 +21,9 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,7 +44,7 @@ from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.middleware import DatabaseUnavailableMiddleware
 from tasks_app.models import GlobalTask
 from tasks_app.ops import metrics
-from tasks_app.ops.breaker import redis_breaker, server_of
+from tasks_app.ops.breaker import database_breaker, redis_breaker, server_of
 from tests.conftest import database_url
 from tests.helpers import start_gunicorn, stop, wait_until
 
@@ -383,3 +385,145 @@ def test_only_connection_failures_are_503s() -> None:
     assert middleware.process_exception(request, IntegrityError("duplicate key")) is None
     assert middleware.process_exception(request, ValueError("a bug")) is None
     assert {cls.__name__ for cls in DATABASE_DOWN} == {"OperationalError", "InterfaceError"}
+
+
+# --- The database down, behind the web's pool ---------------------------------------------------------
+
+
+class Forwarder:
+    """A TCP forwarder on a loopback port to the real PostgreSQL, which the test can cut (its port refuses
+    connections and every connection through it is dropped, as when the server dies) and restore. It counts
+    the connections it was asked for, so the test sees whether a request tried the database at all."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.port = target, free_port()
+        self.attempts = 0
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            doomed, self._sockets = self._sockets, []
+            listener, self._listener = self._listener, None
+        for sock in [*doomed, *([listener] if listener else [])]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            with self._lock:
+                self.attempts += 1
+            server = socket.create_connection(self.target)
+            with self._lock:
+                self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def pooled(settings: Any) -> Iterator[tuple[Any, Forwarder]]:
+    """A connection to this test's PostgreSQL database with the web's pool and backend (taskhub/settings.py
+    with TASKHUB_DB_POOL_SIZE), reached through a Forwarder."""
+    default = connections["default"]
+    if default.vendor != "postgresql":
+        pytest.skip("the web's connection pool is PostgreSQL's")
+    from tasks_app.postgres.base import DatabaseWrapper
+
+    settings.TASKHUB_DB_BREAKER_SECONDS = 0.5
+    forwarder = Forwarder((default.settings_dict["HOST"] or "127.0.0.1", int(default.settings_dict["PORT"] or 5432)))
+    settings_dict = copy.deepcopy(default.settings_dict)
+    settings_dict.update(HOST="127.0.0.1", PORT=str(forwarder.port), CONN_MAX_AGE=0, CONN_HEALTH_CHECKS=True)
+    settings_dict["ENGINE"] = "tasks_app.postgres"
+    settings_dict["OPTIONS"] = {**settings_dict["OPTIONS"], "pool": {"min_size": 1, "max_size": 2, "timeout": 3}}
+    db = DatabaseWrapper(settings_dict, alias=f"pooled-{uuid.uuid4().hex[:8]}")
+    try:
+        yield db, forwarder
+    finally:
+        db.close()
+        if db.alias in db._connection_pools:
+            db.close_pool()
+        forwarder.cut()
+        database_breaker.succeeded(db.alias)
+
+
+def query(db: Any) -> tuple[float, Any]:
+    """One request's worth: a connection from the pool, a query, the connection given back."""
+    started = time.monotonic()
+    try:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            result: Any = cursor.fetchone()[0]
+    except DATABASE_DOWN as exc:
+        result = exc
+    finally:
+        db.close()
+    return time.monotonic() - started, result
+
+
+@pytest.mark.django_db
+def test_behind_the_pool_a_database_that_is_down_is_refused_at_once_and_used_again_when_back(
+    pooled: tuple[Any, Forwarder],
+) -> None:
+    db, forwarder = pooled
+    assert query(db)[1] == 1
+
+    forwarder.cut()
+    # The first request finds the pool's connection dead and waits out the pool's timeout (3 s here); a
+    # direct connect then confirms the database cannot be reached.
+    took, first = query(db)
+    assert isinstance(first, DATABASE_DOWN), first
+    assert database_breaker.is_open(db.alias)
+    # Until the breaker's time is up, the requests after it fail at once, without trying the database. Before
+    # the breaker, each of them waited the pool's whole timeout, as the first did (make faults: 5 s each).
+    attempts = forwarder.attempts
+    answers = [query(db) for _ in range(5)]
+    assert all(isinstance(result, DATABASE_DOWN) for _, result in answers), answers
+    assert max(seconds for seconds, _ in answers) < 0.25 < took, (took, answers)
+    assert forwarder.attempts == attempts
+
+    forwarder.restore()
+    # Once it is back: at most the breaker's 0.5 s of 503s, then a direct connect succeeds and a new pool
+    # serves, instead of the old one, whose reconnect may be asleep in its backoff.
+    wait_until(lambda: query(db)[1] == 1, 5, "a query through the pool once the database is back")
+    assert not database_breaker.is_open(db.alias)
+
+
+@pytest.mark.django_db
+def test_a_pool_whose_connections_are_all_lent_out_does_not_open_the_breaker(pooled: tuple[Any, Forwarder]) -> None:
+    db, _ = pooled
+    db.settings_dict["OPTIONS"]["pool"]["max_size"] = 1
+    db.settings_dict["OPTIONS"]["pool"]["timeout"] = 0.5
+    db.ensure_connection()  # this thread holds the pool's one connection
+    try:
+        other: list[Any] = []
+        waiter = threading.Thread(target=lambda: other.append(query(type(db)(db.settings_dict, alias=db.alias))))
+        waiter.start()
+        waiter.join(10)
+        assert isinstance(other[0][1], DATABASE_DOWN), other  # the pool's timeout: a 503 for that request
+        assert not database_breaker.is_open(db.alias)  # but the database is up, and the next request uses it
+    finally:
+        db.close()
+    assert query(db)[1] == 1

@@ -1,5 +1,6 @@
 """Circuit breakers for the best-effort Redis and broker calls on a request's path: counting a metric,
-publishing an executed task after its commit. During an outage each of those calls would pay the
+publishing an executed task after its commit (and, with the same mechanism, for the web's database
+pool: tasks_app/postgres/base.py). During an outage each of those calls would pay the
 connect or socket timeout again and hold a web worker that long, on every request. After a failure, a
 breaker skips its calls for TASKHUB_REDIS_BREAKER_SECONDS, then lets one call through to try again (the
 others keep skipping until that one succeeds or fails).
@@ -42,7 +43,8 @@ def server_of(url: str) -> str:
 
 
 class Breaker:
-    def __init__(self) -> None:
+    def __init__(self, seconds_setting: str) -> None:
+        self._seconds_setting = seconds_setting  # how long it stays open: a setting, read at each failure
         self._lock = threading.Lock()
         self._open_until: dict[str, float] = {}  # target -> monotonic time; absent: closed
 
@@ -71,10 +73,11 @@ class Breaker:
     def is_open(self, target: str) -> bool:
         return target in self._open_until
 
-    @staticmethod
-    def _seconds() -> float:
-        return float(settings.TASKHUB_REDIS_BREAKER_SECONDS)
+    def _seconds(self) -> float:
+        return float(getattr(settings, self._seconds_setting))
 
 
 # The one breaker of this process for the Redis servers behind REDIS_URL and CELERY_BROKER_URL.
-redis_breaker = Breaker()
+redis_breaker = Breaker("TASKHUB_REDIS_BREAKER_SECONDS")
+# The one breaker of this process for its database pool (target: the database alias).
+database_breaker = Breaker("TASKHUB_DB_BREAKER_SECONDS")
