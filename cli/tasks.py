@@ -47,7 +47,7 @@ def parse_since(value: str) -> int:
     value = value.strip()
     if value.isdigit():
         return int(value)
-    match = _AGO.match(value)
+    match = _AGO.fullmatch(value)
     if match is None:
         raise typer.BadParameter(
             "use epoch seconds (e.g. 1758000000) or an age such as 30s, 10m, 2h, 1d", param_hint="'--since'"

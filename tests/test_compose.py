@@ -438,7 +438,7 @@ def test_nodes_exist_and_have_distinct_valid_names() -> None:
     names = [argv(services()[name]["command"])[3] for name in node_services()]
     assert len(set(names)) == len(names), f"two services run the same node: {names}"
     for name in names:
-        assert NAME_RE.match(name), f"run_node refuses the node name {name!r}"
+        assert NAME_RE.fullmatch(name), f"run_node refuses the node name {name!r}"
 
 
 @pytest.mark.parametrize("name", sorted(NODE_SERVICES))

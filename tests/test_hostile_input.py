@@ -309,6 +309,23 @@ def test_task_type_is_required(client: Client, api_client: Client, body: dict[st
     assert not GlobalTask.objects.exists()
 
 
+@pytest.mark.parametrize("task_id", ["t1\n", "t1\n\n", "\nt1"])
+def test_an_id_with_a_newline_is_refused_not_stored(client: Client, api_client: Client, task_id: str) -> None:
+    # Python's `$` matches before a final newline: the id patterns are matched whole, not by `match`.
+    refused(send(client, "POST", "/task", {"task_id": task_id, "task_type": "x"}), 400, "task_id")
+    v1 = send(api_client, "POST", "/api/v1/tasks/", {"task_id": task_id, "task_type": "x", "execute": False})
+    assert v1.status_code == 400 and "'task_id' must be a string of 1-64" in v1.content.decode(), v1.content
+    assert not GlobalTask.objects.exists()
+
+
+def test_a_node_name_with_a_newline_is_refused(api_client: Client) -> None:
+    body = {"task_type": "noop", "task_data": {}, "node": "node1\n"}
+    resp = send(api_client, "POST", "/api/v1/tasks/", body)
+    assert resp.status_code == 400, resp.content
+    assert resp.json() == {"detail": "node: must be a node name of 1-64 letters, digits, '.', '_' or '-'"}
+    assert not GlobalTask.objects.exists()
+
+
 # --- the second read's findings ------------------------------------------------------------------------
 
 

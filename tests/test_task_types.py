@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]  # comes with schemathesis
@@ -146,8 +147,19 @@ def validator_accepts(task_type: str, data: dict[str, Any]) -> bool:
     return True
 
 
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """JSON Schema's `pattern` as its clients read it (ECMA-262), where `$` is the end of the string. The
+    jsonschema library uses Python's re, whose `$` also matches before a final newline."""
+    if isinstance(instance, str) and not re.search(re.sub(r"(?<!\\)\$", r"\\Z", pattern), instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Draft 2020-12 with ECMA-262's `$`.
+Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
+
+
 def schema_accepts(task_type: str, data: dict[str, Any]) -> bool:
-    return bool(jsonschema.Draft202012Validator(schema_of(task_type)).is_valid(data))
+    return bool(Validator(schema_of(task_type)).is_valid(data))
 
 
 def mutated(task_type: str) -> list[dict[str, Any]]:
@@ -199,7 +211,7 @@ def test_the_unit_path_pattern_is_check_unit_path(path: str) -> None:
     except PayloadError:
         valid = False
     assert (
-        bool(jsonschema.Draft202012Validator({"type": "string", "pattern": UNIT_PATH_PATTERN}).is_valid(path)) == valid
+        bool(Validator({"type": "string", "pattern": UNIT_PATH_PATTERN}).is_valid(path)) == valid
     )
 
 

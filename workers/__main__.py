@@ -27,7 +27,7 @@ def build(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     parser.add_argument("--capacity-blocks", type=int, help="blocks this node offers to block_alloc")
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
-    if not NAME_RE.match(args.name):
+    if not NAME_RE.fullmatch(args.name):
         parser.error(f"invalid node name {args.name!r}: use letters, digits, '.', '_' or '-'")
     env = dict(os.environ, DJANGO_SETTINGS_MODULE=NODE_SETTINGS, TASKHUB_NODE_NAME=args.name)
     where = "var/nodes/<name> under TASKHUB_VAR_DIR (workers/node/identity.py)"

@@ -29,7 +29,7 @@ class ClusterSerializer(serializers.ModelSerializer[Cluster]):
         return [n.name for n in obj.nodes.all()]
 
     def validate_name(self, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise serializers.ValidationError("use 1-64 letters, digits, '.', '_' or '-'")
         return value
 
@@ -146,7 +146,7 @@ class NodeCreateSerializer(serializers.Serializer[dict[str, Any]]):
     capacity = CapacityField(required=False, help_text='what it offers per resource, e.g. {"slots": 4}')
 
     def validate_name(self, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise serializers.ValidationError("use 1-64 letters, digits, '.', '_' or '-'")
         return value
 

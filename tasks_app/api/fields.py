@@ -10,7 +10,12 @@ from rest_framework import serializers
 class TextField(serializers.CharField):
     """DRF's CharField, except that it takes a JSON string only: DRF's turns 0 or true into "0" and
     "True", so a body the schema (and the seed API) refuses would be stored. A field that names
-    something (a task id, a type, a node) is text, never a number that happens to print."""
+    something (a task id, a type, a node) is text, never a number that happens to print. Nor is it
+    trimmed: DRF's would store "t1" for "t1\\n", where the seed API refuses it; a name is checked as sent."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):

@@ -266,6 +266,6 @@ class TaskReplaySerializer(serializers.Serializer[Any]):
         return str(_check(validation.task_id, value))
 
     def validate_node(self, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise serializers.ValidationError("must be a node name of 1-64 letters, digits, '.', '_' or '-'")
         return value

@@ -69,7 +69,7 @@ def _time(request: Request, name: str) -> datetime | None:
     if raw == "":
         return None
     why = "must be an RFC 3339 date-time with an offset, such as 2026-01-31T12:00:00Z"
-    if not _RFC3339.match(raw):
+    if not _RFC3339.fullmatch(raw):
         raise ValidationError({name: [why]})
     try:
         return datetime.fromisoformat(raw.upper()).astimezone(UTC)

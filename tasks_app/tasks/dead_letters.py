@@ -112,7 +112,7 @@ class DeadLetter:
 
 def is_id(value: str) -> bool:
     """Whether `value` has the shape of a stream id (what `list(after=...)` and `discard_all(upto=...)` take)."""
-    return bool(_ID_RE.match(value))
+    return bool(_ID_RE.fullmatch(value))
 
 
 def origin(shard: int, stream_id: str) -> str:

@@ -78,7 +78,7 @@ def prepare(
         raise InvalidInput(
             f"task_type: {task_type!r} is not an executable type; known types: {', '.join(specs.known())}"
         )
-    if node and not NAME_RE.match(node):
+    if node and not NAME_RE.fullmatch(node):
         raise InvalidInput("node: must be a node name of 1-64 letters, digits, '.', '_' or '-'")
     wanted = parse_constraints(constraints)
     try:

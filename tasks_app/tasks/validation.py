@@ -34,7 +34,7 @@ def reject_unknown(body: Mapping[str, Any], allowed: Iterable[str]) -> None:
 
 
 def task_id(value: Any, field: str = "task_id") -> str:
-    if not isinstance(value, str) or not _TASK_ID_RE.match(value):
+    if not isinstance(value, str) or not _TASK_ID_RE.fullmatch(value):
         raise InvalidInput(
             f"'{field}' must be a string of 1-64 letters, digits, '.', '_', ':' or '-' (a uuid4 by default)"
         )

@@ -7,6 +7,8 @@ from typing import Any
 
 from workers.protocol.errors import PayloadError
 
+# Match these with fullmatch: Python's `$` also matches before a final newline, so `match` takes "node1\n".
+# The patterns keep ^...$ for the OpenAPI document, where `$` is the end of the string.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -14,7 +16,7 @@ def _matching(data: dict[str, Any], field: str, pattern: re.Pattern[str], what: 
     value = data.get(field)
     if value is None:
         raise PayloadError(field, "is required")
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise PayloadError(field, f"must be {what}")
     return value
 
