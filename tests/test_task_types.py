@@ -210,9 +210,7 @@ def test_the_unit_path_pattern_is_check_unit_path(path: str) -> None:
         valid = True
     except PayloadError:
         valid = False
-    assert (
-        bool(Validator({"type": "string", "pattern": UNIT_PATH_PATTERN}).is_valid(path)) == valid
-    )
+    assert bool(Validator({"type": "string", "pattern": UNIT_PATH_PATTERN}).is_valid(path)) == valid
 
 
 # --- the API ---------------------------------------------------------------------------------------
