@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
@@ -15,6 +14,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from tasks_app.admin_display import as_list, constraints_html, placement_html, runs_html
+from tasks_app.admin_fields import JSONFormField
 from tasks_app.admin_type_forms import typed_field_names, typed_form
 from tasks_app.errors import NodeBusy, TaskhubError
 from tasks_app.fleet.placement import parse_capacity, parse_labels
@@ -28,20 +28,6 @@ from tasks_app.tasks.models import new_task_id
 from tasks_app.tasks.timings import run_timings
 from workers.protocol import specs
 from workers.protocol.status import Status, Verdict, judge, judge_initial
-
-
-class JSONFormField(forms.JSONField):
-    """Django's, except that a refused value is shown back escaped: JSON text with a lone surrogate
-    (refused by the checks below) would otherwise make the form's own error page fail to encode."""
-
-    def prepare_value(self, value: Any) -> Any:
-        text = super().prepare_value(value)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return json.dumps(value, ensure_ascii=True, cls=self.encoder)
-        return text
-
 
 _REFUSED = "_taskhub_change_refused"
 

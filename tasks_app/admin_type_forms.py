@@ -19,6 +19,7 @@ from django import forms
 from django.forms import ModelForm
 from django.utils.html import escape
 
+from tasks_app.admin_fields import JSONFormField
 from tasks_app.errors import TaskhubError
 from tasks_app.tasks import type_schema, validation
 from workers.protocol import specs
@@ -30,7 +31,7 @@ _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _NAMED = re.compile(r"task_data\.([A-Za-z_][A-Za-z0-9_]*)(?![A-Za-z0-9_])")
 
 
-class JSONOf(forms.JSONField):
+class JSONOf(JSONFormField):
     """A JSON textarea that takes only one kind of value (a list or an object); empty is "left out"."""
 
     def __init__(self, *, kind: str, **kwargs: Any) -> None:

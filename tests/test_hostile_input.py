@@ -298,6 +298,56 @@ def test_the_admin_refuses_a_lone_surrogate(admin_client: Client) -> None:
     assert not GlobalTask.objects.exists()
 
 
+# Text a JSON input of the admin cannot even parse: nested past the parser's recursion, or a number past
+# Python's 4,300 digits. Refused on the input, the text shown again, never a 500 (the API's answer is a 400).
+UNPARSABLE = [
+    ("deep", '{"a":' * 932 + "1" + "}" * 932, "nested deeper than 32 levels"),
+    ("digits", "9" * 5000, "digits"),
+]
+
+
+@pytest.mark.parametrize(("what", "text", "needle"), UNPARSABLE, ids=[u[0] for u in UNPARSABLE])
+def test_the_admin_refuses_json_it_cannot_parse_on_every_json_input(
+    client: Client, admin_client: Client, what: str, text: str, needle: str
+) -> None:
+    add = {"task_type": "t", "task_status": "pending", "task_data": "{}", "task_status_data": "{}"}
+    resp = admin_client.post("/admin/tasks_app/globaltask/add/", {**add, "task_data": text})
+    assert resp.status_code == 200 and needle in resp.content.decode(), resp.content[-3000:]
+    task_id = tracked(client)
+    resp = admin_client.post(f"/admin/tasks_app/globaltask/{task_id}/change/", {**add, "task_status_data": text})
+    assert resp.status_code == 200 and needle in resp.content.decode()
+    # The typed add form's JSON inputs (tasks_app/admin_type_forms.py) too.
+    typed = {"task_data__cluster": "demo", "task_data__name": "v1", "task_data__storage_units": text, "_save": "Save"}
+    resp = admin_client.post("/admin/tasks_app/globaltask/add/?task_type=volume_create", typed)
+    assert resp.status_code == 200 and needle in resp.content.decode()
+    assert list(GlobalTask.objects.values_list("task_id", "task_data", "task_status_data")) == [(task_id, {}, {})]
+
+
+def test_a_typed_json_input_with_a_lone_surrogate_is_refused_and_shown_escaped(admin_client: Client) -> None:
+    typed = {"task_data__cluster": "demo", "task_data__name": "v1", "_save": "Save"}
+    units = '[{"node": "\\ud800"}]'
+    resp = admin_client.post(
+        "/admin/tasks_app/globaltask/add/?task_type=volume_create", {**typed, "task_data__storage_units": units}
+    )
+    page = resp.content.decode()
+    assert resp.status_code == 200 and "lone surrogate" in page
+    assert "\\ud800" in page  # shown again as the escape it was typed as
+    assert not GlobalTask.objects.exists()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_the_seed_api_reads_utf_8_only(client: Client, encoding: str) -> None:
+    # JSON between systems is UTF-8 (RFC 8259), and /api/v1 reads nothing else: Python's json.loads would
+    # guess UTF-16 and UTF-32 from the bytes, so the seed API took bodies /api/v1 refuses.
+    body = json.dumps({"task_type": "x"}).encode(encoding)
+    refused(send(client, "POST", "/task", body), 400, "Malformed JSON in request body")
+    task_id = tracked(client)
+    update = json.dumps({"task_id": task_id, "status": "completed"}).encode(encoding)
+    refused(send(client, "POST", "/task_update", update), 400, "Malformed JSON in request body")
+    assert GlobalTask.objects.get(pk=task_id).task_status == "pending"
+    assert GlobalTask.objects.count() == 1
+
+
 # --- 9. task_type ----------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ from tasks_app.models import GlobalTask, StreamOffset, TaskStatusChange
 from tasks_app.tasks import stream as update_stream
 from tasks_app.tasks.services import task_create, task_update_push
 from tasks_app.tasks.transitions import StatusUpdate
-from tasks_app.tasks.writer import run_once
+from tasks_app.tasks.writer import run_forever, run_once
 from tests.helpers import start_manage, stop, wait_until
 from workers.protocol import keys
 
@@ -225,3 +228,27 @@ def test_a_folded_report_writes_each_step_with_its_own_time(redis_stream: redis.
     created = TaskStatusChange.objects.get(task_id=other.task_id, to_status="pending")
     received = TaskStatusChange.objects.get(task_id=other.task_id, to_status="received")
     assert received.at == created.at  # not an hour back: never before the change it follows
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_on_a_new_database_waits_for_updates_without_failing(
+    redis_stream: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A new database has no offset rows until a shard's first batch. The idle writer waited on no shard at
+    # all then (XREAD of nothing is an error), and retried with a backoff of up to 10 s, logging a warning
+    # each time, so the first updates of a new install were applied seconds late.
+    assert not StreamOffset.objects.exists()
+    task_create(task_id="fresh", task_type="backup")
+    stopping = threading.Event()
+    writer = threading.Thread(target=run_forever, args=(stopping.is_set,), daemon=True)
+    with caplog.at_level(logging.INFO, logger="tasks_app.tasks.writer"):
+        writer.start()
+        try:
+            wait_until(lambda: "writer started" in caplog.text, 10, "the writer to start")
+            time.sleep(1.5)  # idle, waiting in Redis
+            task_update_push(task_id="fresh", status="completed")
+            wait_until(lambda: GlobalTask.objects.get(pk="fresh").task_status == "completed", 5, "the update to apply")
+        finally:
+            stopping.set()
+            writer.join(10)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

@@ -90,7 +90,9 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     if not raw:
         raise InvalidInput("Request body is empty; send a JSON object")
     try:
-        body = json.loads(raw, parse_constant=_no_constants)
+        # UTF-8 only, as /api/v1 and RFC 8259 say: json.loads of bytes would guess UTF-16 or UTF-32 too.
+        # "surrogatepass" lets the bytes of a lone surrogate through, to be refused by name below.
+        body = json.loads(raw.decode("utf-8", "surrogatepass"), parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"Malformed JSON in request body: {exc}") from exc
     except RecursionError as exc:

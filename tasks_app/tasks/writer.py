@@ -219,7 +219,9 @@ def run_forever(should_stop: Callable[[], bool], batch_size: int | None = None) 
                 # instead of spinning on the shards it holds.
                 time.sleep(0.05)
             # Idle: sleep in Redis until an entry arrives after what has been applied.
-            last_ids = dict(StreamOffset.objects.values_list("shard", "last_id"))
+            # A shard without its offset row yet (a new database, a new shard count) has applied nothing.
+            last_ids = dict.fromkeys(range(keys.shard_count()), "0-0")
+            last_ids.update(StreamOffset.objects.values_list("shard", "last_id"))
             close_old_connections()
             woke = stream.wait_for_any(last_ids, settings.TASKHUB_WRITER_BLOCK_MS)
             failures = 0
