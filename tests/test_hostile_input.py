@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from tasks_app.fleet.models import Cluster, Volume
+from tasks_app.fleet.models import Cluster, Node, Volume
 from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.tasks import services, stream
 from tasks_app.tasks.models import GlobalTask
@@ -321,6 +321,11 @@ def test_the_admin_refuses_json_it_cannot_parse_on_every_json_input(
     resp = admin_client.post("/admin/tasks_app/globaltask/add/?task_type=volume_create", typed)
     assert resp.status_code == 200 and needle in resp.content.decode()
     assert list(GlobalTask.objects.values_list("task_id", "task_data", "task_status_data")) == [(task_id, {}, {})]
+    # And the node form's labels and capacity (the same field).
+    node = {"name": "n9", "state": "member", "transport": "queue", "labels": text, "capacity": text}
+    resp = admin_client.post("/admin/tasks_app/node/add/", node)
+    assert resp.status_code == 200 and resp.content.decode().count(needle) >= 2
+    assert not Node.objects.filter(name="n9").exists()
 
 
 def test_a_typed_json_input_with_a_lone_surrogate_is_refused_and_shown_escaped(admin_client: Client) -> None:
