@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -507,8 +508,52 @@ def test_behind_the_pool_a_database_that_is_down_is_refused_at_once_and_used_aga
     forwarder.restore()
     # Once it is back: at most the breaker's 0.5 s of 503s, then a direct connect succeeds and a new pool
     # serves, instead of the old one, whose reconnect may be asleep in its backoff.
-    wait_until(lambda: query(db)[1] == 1, 5, "a query through the pool once the database is back")
+    wait_until(lambda: query(db)[1] == 1, 15, "a query through the pool once the database is back")
     assert not database_breaker.is_open(db.alias)
+
+
+@pytest.mark.django_db
+def test_the_breaker_closes_through_the_pool_whatever_a_direct_connect_says(pooled: tuple[Any, Forwarder]) -> None:
+    # Opened while the database is up (as when a direct connect met "too many connections"): the next trial
+    # takes its connection from the pool, and that is what closes it, not a direct connect.
+    db, _ = pooled
+    assert query(db)[1] == 1
+    database_breaker.failed(db.alias)
+    seconds, refused = query(db)
+    assert isinstance(refused, DATABASE_DOWN) and seconds < 0.25
+    wait_until(lambda: query(db)[1] == 1, 10, "the trial through the pool")
+    assert not database_breaker.is_open(db.alias)
+
+
+@pytest.mark.django_db
+def test_replacing_the_pool_never_leaves_another_thread_without_one(pooled: tuple[Any, Forwarder]) -> None:
+    # Django's pool property checks for the alias's pool and then reads it; a replacement in between was a
+    # KeyError (a 500) in whichever thread was connecting.
+    db, _ = pooled
+    errors: list[BaseException] = []
+    stop_at = time.monotonic() + 2
+
+    def read() -> None:
+        while time.monotonic() < stop_at:
+            try:
+                assert db.pool is not None
+            except BaseException as exc:  # any failure is the finding
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to land in the window
+    try:
+        for reader in readers:
+            reader.start()
+        while time.monotonic() < stop_at:
+            db._replace_pool()
+        for reader in readers:
+            reader.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
 
 
 @pytest.mark.django_db
