@@ -155,6 +155,63 @@ def test_reports_made_while_redis_is_down_wait_in_the_outbox_and_arrive_in_order
     assert entries(client) == 2
 
 
+def test_a_report_this_version_cannot_read_is_set_aside_and_the_rest_go(
+    node: Path, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One unreadable row (another version's, or damaged) stopped the sender on it, and with it every report
+    # of the node behind it: their runs were "undelivered" for good, so nothing recovered them either.
+    box = outboxes.at(node)
+    box._db.execute("INSERT INTO report (run_id, body) VALUES ('run-bad', '{\"task_id\": \"t0\"}')")
+    newer = {
+        "task_id": "t1",
+        "status": "completed",
+        "status_data": {"result": 1},
+        "source": "node:n1",
+        "run_id": "run-1",
+        "origin": "node",
+        "at": time.time(),
+        "steps": [],
+        "a_field_of_a_newer_version": 1,
+    }
+    box._db.execute("INSERT INTO report (run_id, body) VALUES ('run-1', ?)", (json.dumps(newer),))  # fmt: skip
+    report("t2", "run-2", "failed", "n1", {"error": {"type": "HandlerError", "message": "boom"}})
+    client = private_redis.client()
+    wait_until(lambda: not box.pending(), 30, "the outbox to empty")
+    assert said(client) == {
+        "t1": [("run-1", "completed", {"result": 1})],  # its unknown field left out, not fatal
+        "t2": [("run-2", "failed", {"error": {"type": "HandlerError", "message": "boom"}})],
+    }
+    assert box.unreadable() == [(1, "run-bad", "KeyError: 'origin'")]
+    assert box.pending_runs() == set()
+    assert "report 1 of run run-bad cannot be read" in caplog.text
+
+
+def test_a_status_keeps_the_time_it_was_first_reported_when_folded() -> None:
+    # Folded with the progress reports after it, a run's start took the last progress report's time: its
+    # run time, its latency samples and its run timeout all counted from the wrong moment.
+    t0 = 1_800_000_000.0
+    reports = [
+        ("received", t0, None),
+        ("in_progress", t0 + 1, {"attempt": 0}),
+        ("in_progress", t0 + 10, {"progress": {"percent": 50.0}}),
+        ("in_progress", t0 + 19, {"progress": {"percent": 90.0}}),
+        ("completed", t0 + 20, {"result": 1}),
+    ]
+    updates = [
+        StatusUpdate("t1", status, data, source="node:n1", run_id="run-1", origin=Origin.NODE, at=at)
+        for status, at, data in reports
+    ]
+    for end in range(2, len(updates) + 1):
+        (entry,) = sender.fold(updates[:end])
+        applied = [(u.status, u.at) for u in entry.unfolded()]
+        firsts = {}
+        for status, at, _ in reports[:end]:
+            firsts.setdefault(status, at)
+        assert [(status, at) for status, at in applied if firsts[status] == at] == list(firsts.items())
+        assert applied[-1] == (reports[end - 1][0], reports[end - 1][1])  # the last one, with its data
+        assert entry.status_data == reports[end - 1][2]
+
+
 def test_reports_of_runs_the_server_ended_are_not_sent(node: Path, private_redis: PrivateRedis) -> None:
     run_end.mark("run-void", run_end.End.VOID)
     run_end.mark("run-cancel", run_end.End.CANCEL)

@@ -14,6 +14,7 @@ import redis
 from django.db.models import Sum
 
 from tasks_app.models import GlobalTask, StreamOffset, TaskStatusChange
+from tasks_app.tasks import dead_letters, transitions, writer
 from tasks_app.tasks import stream as update_stream
 from tasks_app.tasks.services import task_create, task_update_push
 from tasks_app.tasks.transitions import StatusUpdate
@@ -78,6 +79,51 @@ def test_poison_entries_and_deleted_tasks_do_not_stop_the_writer(redis_stream: r
         pass
     task.refresh_from_db()
     assert task.task_status == "completed"
+    assert update_stream.backlog() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("at", ["1e13", "-1e13", "1e300"])
+def test_a_report_with_a_time_no_datetime_holds_is_dead_lettered_not_fatal(redis_stream: redis.Redis, at: str) -> None:
+    # Finite, but past what a datetime holds: the writer failed on it (ValueError: year is out of range),
+    # outside its dead-letter path, and every restart failed on the same entry.
+    poisoned, _ = task_create(task_type="t")
+    fine, _ = task_create(task_id=f"{poisoned.task_id}-b", task_type="t")
+    shard = keys.shard_for(poisoned.task_id)
+    fields: dict[Any, Any] = {
+        "task_id": poisoned.task_id, "status": "completed", "source": "node:n1", "origin": "node", "at": at,
+    }  # fmt: skip
+    redis_stream.xadd(keys.stream_key(shard), fields)
+    task_update_push(task_id=fine.task_id, status="completed")
+    while run_once():
+        pass
+    assert GlobalTask.objects.get(pk=fine.pk).task_status == "completed"
+    assert GlobalTask.objects.get(pk=poisoned.pk).task_status == "pending"
+    assert update_stream.backlog() == 0
+    assert dead_letters.count() == 1
+
+
+@pytest.mark.django_db
+def test_an_entry_our_code_fails_on_is_dead_lettered_and_the_rest_applied(
+    redis_stream: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug of ours that one entry meets (not the database refusing it, nor an outage) stopped the writer.
+    tasks = [task_create(task_id=f"bug-{i}", task_type="t")[0] for i in range(3)]
+    real = transitions.task_transition_many
+
+    def failing_on_bug_1(*, updates: list[StatusUpdate]) -> Any:
+        if any(u.task_id == "bug-1" for u in updates):
+            raise ValueError("a bug met by bug-1's update")
+        return real(updates=updates)
+
+    monkeypatch.setattr(writer, "task_transition_many", failing_on_bug_1)
+    for task in tasks:
+        task_update_push(task_id=task.task_id, status="completed")
+    while run_once():
+        pass
+    statuses = dict(GlobalTask.objects.values_list("task_id", "task_status"))
+    assert statuses == {"bug-0": "completed", "bug-1": "pending", "bug-2": "completed"}
+    assert dead_letters.count() == 1
     assert update_stream.backlog() == 0
 
 
@@ -204,7 +250,8 @@ def test_a_folded_report_writes_each_step_with_its_own_time(redis_stream: redis.
         for i, status in enumerate(("received", "in_progress", "in_progress", "completed"))
     ]  # fmt: skip
     folded = fold(reports)
-    assert len(folded) == 1 and folded[0].steps == (("received", t0), ("in_progress", t0 + 0.5))
+    # The run started at its first in_progress, not at the repeat (a progress report) after it.
+    assert len(folded) == 1 and folded[0].steps == (("received", t0), ("in_progress", t0 + 0.25))
     other, _ = task_create(task_type="noop", task_data={"node": "node1"}, execute=True)
     skewed = StatusUpdate(  # from a node whose clock is an hour slow
         task_id=other.task_id,
@@ -223,7 +270,7 @@ def test_a_folded_report_writes_each_step_with_its_own_time(redis_stream: redis.
     assert [(r.from_status, r.to_status) for r in rows] == [
         ("", "pending"), ("pending", "received"), ("received", "in_progress"), ("in_progress", "completed")
     ]  # fmt: skip
-    assert [r.at for r in rows[1:]] == [datetime.fromtimestamp(t0 + d, UTC) for d in (0, 0.5, 0.75)]
+    assert [r.at for r in rows[1:]] == [datetime.fromtimestamp(t0 + d, UTC) for d in (0, 0.25, 0.75)]
     assert all(r.run_id == task.run_id and r.source == "node:node1" for r in rows[1:])
     created = TaskStatusChange.objects.get(task_id=other.task_id, to_status="pending")
     received = TaskStatusChange.objects.get(task_id=other.task_id, to_status="received")

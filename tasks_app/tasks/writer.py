@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, close_old_connections, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, transaction
 
 from tasks_app.fleet.services import record_heartbeats
 from tasks_app.ops import metrics
@@ -80,6 +80,10 @@ def _locked_offset(shard: int) -> StreamOffset | None:
 
 class _Refused(Exception):
     """The database refused a batch applied whole (bad data that got past the API, not an outage)."""
+
+
+# The database or Redis away: the batch is retried whole, later. Anything else is the entry's fault.
+_OUTAGE = (OperationalError, InterfaceError, redis.RedisError)
 
 
 def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
@@ -159,10 +163,12 @@ def _apply_whole(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:
     dead = _dead_letter_unreadable(shard, entries)
     try:
         return _apply(entries), dead
-    except OperationalError:
+    except _OUTAGE:
         raise
-    except DatabaseError as exc:
-        raise _Refused(str(exc)) from exc
+    except Exception as exc:
+        # The database refused it, or applying an entry failed in our code: either way, entry by entry
+        # the one that fails is dead-lettered and the rest go in, rather than the writer stopping on it.
+        raise _Refused(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _apply_guarded(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:
@@ -176,10 +182,15 @@ def _apply_guarded(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int
         try:
             with transaction.atomic():
                 outcomes += _apply([entry])
-        except OperationalError:
+        except _OUTAGE:
             raise
         except DatabaseError as exc:
             _dead_letter(shard, entry, f"the database refused it: {type(exc).__name__}: {exc}")
+            dead += 1
+        except Exception as exc:
+            # A bug of ours met by this entry (it got past decode_entry's checks): kept, with the trace.
+            log.exception("shard %s: entry %s could not be applied", shard, entry.stream_id)
+            _dead_letter(shard, entry, f"it could not be applied: {type(exc).__name__}: {exc}")
             dead += 1
     return outcomes, dead
 
@@ -225,7 +236,7 @@ def run_forever(should_stop: Callable[[], bool], batch_size: int | None = None) 
             close_old_connections()
             woke = stream.wait_for_any(last_ids, settings.TASKHUB_WRITER_BLOCK_MS)
             failures = 0
-        except (redis.RedisError, OperationalError) as exc:
+        except _OUTAGE as exc:
             # Redis or the database went away: keep the offset, wait, try again.
             delay = backoff_seconds(failures, base=0.5, cap=10.0, jitter=True)
             failures += 1

@@ -13,13 +13,17 @@ file under the node's bookkeeping dir (`<data_dir>/.taskhub/outbox.sqlite3`).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from workers.protocol.messages import Origin, StatusUpdate
 from workers.protocol.status import TERMINAL
+
+log = logging.getLogger(__name__)
 
 FILENAME = "outbox.sqlite3"
 
@@ -28,7 +32,14 @@ CREATE TABLE IF NOT EXISTS report (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
     body TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS unreadable (
+    seq INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    error TEXT NOT NULL,
+    moved_at REAL NOT NULL
+);
 """
 
 
@@ -54,7 +65,7 @@ class Outbox:
             # or a power cut could lose the outcome the message's acknowledgement gave up on.
             self._db.execute("PRAGMA synchronous=FULL")
             self._full = True
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
 
     def put(self, update: StatusUpdate) -> int:
         """Keep one report. Returns its sequence number.
@@ -76,10 +87,42 @@ class Outbox:
             self._full = full
 
     def pending(self, limit: int = 1000) -> list[Pending]:
-        """The oldest reports not yet delivered, oldest first."""
+        """The oldest reports not yet delivered, oldest first. A row this version cannot read (written by
+        another version, or damaged) is set aside in the `unreadable` table, with the reason and logged,
+        rather than stopping every report behind it; the stalled-run sweep then judges its run from the
+        node's ledger (tasks_app/fleet/stalled.py)."""
         with self._lock:
-            rows = self._db.execute("SELECT seq, body FROM report ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        return [Pending(int(seq), _decode(body)) for seq, body in rows]
+            rows = self._db.execute("SELECT seq, run_id, body FROM report ORDER BY seq LIMIT ?", (limit,)).fetchall()
+            readable: list[Pending] = []
+            for seq, run_id, body in rows:
+                try:
+                    readable.append(Pending(int(seq), _decode(body)))
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                    self._set_aside(int(seq), str(run_id), str(body), f"{type(exc).__name__}: {exc}")
+        return readable
+
+    def _set_aside(self, seq: int, run_id: str, body: str, error: str) -> None:
+        """Under the lock: one row moved to `unreadable`, in one transaction."""
+        log.error("outbox %s: report %s of run %s cannot be read (%s); set aside in `unreadable`", self.path, seq,
+                  run_id, error)  # fmt: skip
+        self._sync(full=True)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO unreadable (seq, run_id, body, error, moved_at) VALUES (?, ?, ?, ?, ?)",
+                (seq, run_id, body, error, time.time()),
+            )
+            self._db.execute("DELETE FROM report WHERE seq = ?", (seq,))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def unreadable(self) -> list[tuple[int, str, str]]:
+        """What was set aside: (seq, run_id, error), oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, run_id, error FROM unreadable ORDER BY seq").fetchall()
+        return [(int(seq), str(run_id), str(error)) for seq, run_id, error in rows]
 
     def pending_runs(self) -> set[str]:
         """The runs with a report this node has not delivered yet (an outcome, maybe, still on its way)."""
@@ -106,10 +149,15 @@ class Outbox:
             self._db.close()
 
 
+_FIELDS = frozenset(f.name for f in fields(StatusUpdate))
+
+
 def _decode(body: str) -> StatusUpdate:
-    fields = json.loads(body)
-    steps = tuple((str(status), float(at)) for status, at in fields.get("steps", ()))
-    return StatusUpdate(**{**fields, "origin": Origin(fields["origin"]), "steps": steps})
+    stored = json.loads(body)
+    steps = tuple((str(status), float(at)) for status, at in stored.get("steps", ()))
+    # Fields this version does not know (a report put by a newer one) are left out, not fatal.
+    known = {k: v for k, v in stored.items() if k in _FIELDS}
+    return StatusUpdate(**{**known, "origin": Origin(stored["origin"]), "steps": steps})
 
 
 _open: dict[Path, Outbox] = {}

@@ -69,14 +69,18 @@ def fold(updates: list[StatusUpdate]) -> list[StatusUpdate]:
     their times, and the writer applies each of them (StatusUpdate.unfolded). An entry takes the place of
     its run's first report: entries of other tasks may then be in a different order, which nothing
     depends on; one task's are not. A step's own data is left out: the status after it replaces it, and
-    a repeated status (progress) keeps only the last one's data."""
+    a repeated status (progress) keeps only the last one's data. A status keeps the time it was first
+    reported: a start folded with progress reports is still the start (the run's timings, its run
+    timeout), not the last progress report's time."""
     out: list[StatusUpdate] = []
     last: dict[str, int] = {}  # task_id -> its latest entry in `out`
     for update in updates:
         i = last.get(update.task_id)
         before = out[i] if i is not None else None
         if i is not None and before is not None and before.at is not None and _foldable(before, update):
-            steps = before.steps if before.status == update.status else (*before.steps, (before.status, before.at))
+            steps = before.steps
+            if not steps or steps[-1][0] != before.status:  # else that status is a step already, earlier
+                steps = (*steps, (before.status, before.at))
             out[i] = replace(update, steps=(*steps, *update.steps))
             continue
         last[update.task_id] = len(out)
@@ -122,11 +126,17 @@ class Sender(threading.Thread):
             self._wake.clear()  # before reading: a report put after this wakes the wait below
             try:
                 sent = deliver(self.box)
-            except (redis.RedisError, sqlite3.Error) as exc:
+            except Exception as exc:
+                # Redis away, the disk failing, or a bug of ours: the reports stay on disk, and this thread
+                # keeps trying (it must not die: nothing else sends them while this worker runs).
                 if self._stopping.is_set():
                     break  # what is left waits on disk for the next worker on this data dir
                 if failures == 0:
-                    log.warning("reports wait in the outbox %s: %s; retrying", self.box.path, exc)
+                    expected = isinstance(exc, redis.RedisError | sqlite3.Error)
+                    log.log(
+                        logging.WARNING if expected else logging.ERROR,
+                        "reports wait in the outbox %s: %s; retrying", self.box.path, exc, exc_info=not expected,
+                    )  # fmt: skip
                 delay = backoff_seconds(failures, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS, jitter=True)
                 failures += 1
                 # Only a stop cuts the wait short: new reports while Redis is away must not hammer it.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypedDict
 
@@ -108,8 +109,14 @@ def encode_update(update: StatusUpdate) -> dict[str, str]:
 
 
 def _finite(x: float) -> float:
+    """A time the server can store: finite, and within what a datetime holds (a node's clock, or a bug,
+    could send 1e13; the writer would fail on it, not the decoding)."""
     if not math.isfinite(x):
         raise ValueError("not a time")
+    try:
+        datetime.fromtimestamp(x, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError("not a time") from None
     return float(x)
 
 
