@@ -204,7 +204,7 @@ def test_a_status_keeps_the_time_it_was_first_reported_when_folded() -> None:
     for end in range(2, len(updates) + 1):
         (entry,) = sender.fold(updates[:end])
         applied = [(u.status, u.at) for u in entry.unfolded()]
-        firsts = {}
+        firsts: dict[str, float] = {}
         for status, at, _ in reports[:end]:
             firsts.setdefault(status, at)
         assert [(status, at) for status, at in applied if firsts[status] == at] == list(firsts.items())
