@@ -523,3 +523,105 @@ def test_a_run_lost_with_its_node_worker_and_its_message_is_recovered(live_node:
     assert statuses[-1] == ("completed", f"node:{live_node.name}", after.run_id)
     failed = after.history.get(to_status="failed")
     assert failed.from_status == "in_progress"
+
+
+# --- run timeouts: an outcome on its way is waited for ------------------------------------------------
+
+
+def completed_by_node(task: GlobalTask) -> StatusUpdate:
+    """The node's `completed` report of the task's run, stamped 25 s after it started: within 30 s."""
+    return StatusUpdate(task.task_id, "completed", {"node": N, "answer": 42}, f"node:{N}", run_id=task.run_id,
+                        origin=Origin.NODE, at=time.time() - 20)  # fmt: skip
+
+
+def landed(task: GlobalTask) -> None:
+    """The writers apply what is in the stream: the node's outcome is the task's."""
+    while run_once():
+        pass
+    after = GlobalTask.objects.get(pk=task.task_id)
+    assert (after.task_status, after.run_id, after.task_status_data) == (
+        "completed",
+        task.run_id,
+        {"node": N, "answer": 42},
+    )
+    assert history(after)[-1] == ("in_progress", "completed", f"node:{N}")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("lists", ["none", "not-listed"])
+def test_a_run_past_its_timeout_whose_outcome_is_in_the_stream_waits_for_it(
+    node: str, lists: str, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The run ended within its timeout, but a writer has not applied its report yet: the sweep leaves it
+    for the report. Its node sends no lists of its runs (a pull agent, an older worker), or its heartbeat,
+    taken since, rightly lists the run no more."""
+    settings.TASKHUB_RUN_TIMEOUTS = {"noop": 30.0}
+    task = started(age=45)
+    push_update(completed_by_node(task))
+    if lists == "not-listed":
+        time.sleep(0.01)  # the heartbeat's stream id is later than the report's
+        beat()
+    assert sweep(django_capture_on_commit_callbacks) == SweepResult()
+    unchanged(task)
+    landed(task)
+
+
+@pytest.mark.django_db
+def test_a_run_past_its_timeout_whose_outcome_is_in_its_node_outbox_waits_for_it(
+    node: str, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The outcome is in the node's outbox (Redis was away from it) and its heartbeat lists the run as
+    undelivered: the sweep leaves the run alone, and the outcome lands once the node pushes it."""
+    settings.TASKHUB_RUN_TIMEOUTS = {"noop": 30.0}
+    task = started(age=45)
+    beat(undelivered=[task.run_id])
+    assert sweep(django_capture_on_commit_callbacks) == SweepResult()
+    unchanged(task)
+    push_update(completed_by_node(task))
+    landed(task)
+
+
+@pytest.mark.django_db
+def test_a_hung_run_times_out_once_its_node_says_it_still_runs_it_past_its_deadline(
+    node: str, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """A heartbeat taken before the deadline does not say whether the run ended in time (its outcome could
+    be in the outbox since): the run waits. One taken after it that still lists the run as running times it
+    out, a report of it in the outbox (a progress one) and other tasks' reports in its shard or not."""
+    settings.TASKHUB_RUN_TIMEOUTS = {"noop": 30.0}
+    settings.TASKHUB_STREAM_SHARDS = 1  # one shard: every report is in the run's shard
+    task, other = started(age=45), started(age=5)
+    beat(running=[task.run_id, other.run_id], undelivered=[task.run_id], at=time.time() - 20)  # deadline: 15 s ago
+    assert sweep(django_capture_on_commit_callbacks) == SweepResult()
+    unchanged(task)
+
+    push_update(StatusUpdate(other.task_id, "in_progress", {"node": N, "progress": {"percent": 10.0}}, f"node:{N}",
+                             run_id=other.run_id, origin=Origin.NODE))  # fmt: skip
+    beat(running=[task.run_id, other.run_id], undelivered=[task.run_id])
+    assert sweep(django_capture_on_commit_callbacks) == SweepResult(timed_out=1)
+    after = GlobalTask.objects.get(pk=task.task_id)
+    assert (after.task_status, after.task_status_data["error"]["type"]) == ("failed", "RunTimeout")
+    assert run_end.end_of(task.run_id) is run_end.End.VOID
+    unchanged(other)
+
+
+@pytest.mark.django_db
+def test_no_run_times_out_while_the_stream_cannot_be_read(
+    node: str, settings: Any, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Without the stream the sweep cannot tell whether an outcome is on its way: like the stalled runs,
+    the timeouts wait for a pass that can."""
+    from tasks_app.tasks import stream
+
+    settings.TASKHUB_RUN_TIMEOUTS = {"noop": 30.0}
+    task = started(age=45)
+
+    def unreachable(*args: Any, **kwargs: Any) -> None:
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(stream, "read_after", unreachable)
+    assert sweep(django_capture_on_commit_callbacks) == SweepResult()
+    unchanged(task)
+    monkeypatch.undo()
+    assert sweep(django_capture_on_commit_callbacks) == SweepResult(timed_out=1)
+    assert GlobalTask.objects.get(pk=task.task_id).task_status == "failed"

@@ -21,7 +21,9 @@ run is voided.
 The same sweep enforces per-type run timeouts (workers/protocol/specs.py `run_timeout`,
 TASKHUB_RUN_TIMEOUTS): a run `in_progress` for longer than its type allows, counted from its first
 `in_progress` in the history (automatic retries included), fails (error type "RunTimeout") and is voided,
-so whatever its node says of it later is dropped.
+so whatever its node says of it later is dropped. But not while a report of the run is on its way, judged
+as the stalled check judges it (_report_on_its_way): then the run is left for its report to land, and
+judged again on a later pass. Nor on less than the stalled check has: without Redis, no run times out.
 
 Every change goes through the transition function, one task per transaction under the task's row lock,
 and only if the task is still as it was judged.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -49,7 +52,7 @@ from tasks_app.tasks.models import GlobalTask, StreamOffset, TaskStatusChange
 from tasks_app.tasks.services import task_retry
 from tasks_app.tasks.transitions import task_transition
 from workers.protocol import keys, run_asks, specs
-from workers.protocol.messages import Origin, StatusUpdate
+from workers.protocol.messages import Entry, Origin, StatusUpdate
 from workers.protocol.run_asks import Ask
 from workers.protocol.run_end import End
 from workers.protocol.status import Status, Verdict
@@ -81,13 +84,17 @@ class _Stalled:
 def sweep_stalled_runs(limit: int = 500) -> SweepResult:
     """Fail runs past their type's timeout, then deal with stalled runs: ask their node how they ended,
     or fail those it has no outcome for. At most `limit` tasks of each."""
-    timed_out = sum(_time_out(*row) for row in _past_timeout(limit))
+    timed_out = 0
     try:
-        stalled = _stalled(limit)
+        behind = _ShardBacklog()
+        for run in _past_timeout(limit):
+            timed_out += _time_out(run, behind)
+        stalled = _stalled(limit, behind)
         asked = _ask([s for s in stalled if not s.no_outcome])
         done = [_fail(s) for s in stalled if s.no_outcome]
     except redis.RedisError as exc:
-        # The stream and the questions are in Redis: without them nothing can be judged safely.
+        # The stream and the questions are in Redis: without them nothing can be judged safely, a run
+        # timeout no more than a stalled run (a report on its way may be in the stream).
         log.warning("stalled-run sweep stopped: %s", exc)
         return SweepResult(timed_out=timed_out)
     return SweepResult(
@@ -101,7 +108,7 @@ def sweep_stalled_runs(limit: int = 500) -> SweepResult:
 # --- stalled runs -----------------------------------------------------------------------------------
 
 
-def _stalled(limit: int) -> list[_Stalled]:
+def _stalled(limit: int, behind: _ShardBacklog) -> list[_Stalled]:
     """Tasks whose node's last heartbeat, taken long enough after their last change, does not name
     their run, and whose shard holds no unapplied entry older than that heartbeat. Raises RedisError."""
     grace = float(settings.TASKHUB_STALLED_GRACE_SECONDS)
@@ -114,7 +121,6 @@ def _stalled(limit: int) -> list[_Stalled]:
         runs_listed_since__isnull=False,
     ).values_list("name", "running_runs", "runs_reported_at", "runs_listed_since")
     found: list[_Stalled] = []
-    behind = _ShardBacklog()
     for name, runs, reported_at, listed_since in nodes:
         if reported_at is None or listed_since is None:
             continue  # filtered out above; for the type checker
@@ -122,7 +128,8 @@ def _stalled(limit: int) -> list[_Stalled]:
             continue  # lists cut at their cap (or unreadable): a run may be missing only from the list
         if (reported_at - listed_since).total_seconds() <= grace:
             continue  # the worker has just started: its redelivered messages may not be back yet
-        listed = {*runs.get("running", []), *runs.get("undelivered", [])}
+        undelivered = set(runs.get("undelivered", []))
+        listed = {*runs.get("running", []), *undelivered}
         no_outcome = set(runs.get("no_outcome", []))
         # task_update_timestamp is whole seconds, rounded down: a change stamped T happened before T + 1.
         changed_before = math.floor(reported_at.timestamp() - grace)
@@ -134,7 +141,7 @@ def _stalled(limit: int) -> list[_Stalled]:
             .values_list("task_id", "task_type", "run_id", "task_update_timestamp")[: limit - len(found)]
         )
         for task_id, task_type, run_id, changed_at in rows:
-            if behind.has_older(task_id, reported_at):
+            if _report_on_its_way(behind, task_id, run_id, undelivered, sent_before=reported_at):
                 continue  # a report sent before the heartbeat may be waiting for a writer
             found.append(_Stalled(task_id, task_type, name, run_id, changed_at, reported_at, run_id in no_outcome))
         if len(found) >= limit:
@@ -142,12 +149,41 @@ def _stalled(limit: int) -> list[_Stalled]:
     return found
 
 
+def _report_on_its_way(
+    behind: _ShardBacklog, task_id: str, run_id: str, undelivered: Collection[str], sent_before: datetime | None
+) -> bool:
+    """Whether a report of the run may be on its way, not applied yet, so that the run must not be judged
+    now: its node's last heartbeat lists the run as undelivered (the report is in the node's outbox), or
+    the writers have not applied an entry of the task's shard of the update stream sent before
+    `sent_before` (None: any entry of this task in it, or one that may be). Raises RedisError."""
+    if run_id in undelivered:
+        return True
+    if sent_before is None:
+        return behind.has_any_of(task_id)
+    return behind.has_older(task_id, sent_before)
+
+
 class _ShardBacklog:
-    """The oldest entry not yet applied in each shard of the update stream (read once per sweep)."""
+    """The entries not yet applied in each shard of the update stream (read once per sweep): the oldest,
+    and for the run timeouts up to BACKLOG_READ of them."""
+
+    BACKLOG_READ = 1000
 
     def __init__(self) -> None:
         self._oldest: dict[int, datetime | None] = {}
+        self._unapplied: dict[int, list[Entry]] = {}
         self._offsets = dict(StreamOffset.objects.values_list("shard", "last_id"))
+
+    def has_any_of(self, task_id: str) -> bool:
+        """An unapplied entry of this task is in its shard, or may be: one that cannot be read, or more
+        entries than were read. Other tasks' entries do not count, so a busy shard does not hold it up."""
+        shard = keys.shard_for(task_id)
+        if shard not in self._unapplied:
+            self._unapplied[shard] = stream.read_after(shard, self._offsets.get(shard, "0-0"), self.BACKLOG_READ)
+        entries = self._unapplied[shard]
+        if len(entries) >= self.BACKLOG_READ:
+            return True
+        return any(e.update.task_id == task_id if e.update is not None else e.heartbeat is None for e in entries)
 
     def has_older(self, task_id: str, than: datetime) -> bool:
         shard = keys.shard_for(task_id)
@@ -221,8 +257,19 @@ def _fail_run(stalled: _Stalled) -> str:
 # --- run timeouts -----------------------------------------------------------------------------------
 
 
-def _past_timeout(limit: int) -> list[tuple[str, str, str, float, datetime]]:
-    """(task_id, run_id, node, timeout, started) of in_progress runs past their type's timeout."""
+@dataclass(frozen=True)
+class _Overdue:
+    task_id: str
+    run_id: str
+    node: str
+    timeout: float
+    started: datetime
+    lists: object  # the node's last heartbeat's lists of its runs (Node.running_runs), if any
+    listed_at: datetime | None  # when that heartbeat was taken
+
+
+def _past_timeout(limit: int) -> list[_Overdue]:
+    """In_progress runs past their type's timeout, with what their node's last heartbeat says of its runs."""
     timeouts = {name: spec.timeout() for name in specs.known() if (spec := specs.get(name)) is not None}
     limits = {name: seconds for name, seconds in timeouts.items() if seconds}
     if not limits:
@@ -241,7 +288,7 @@ def _past_timeout(limit: int) -> list[tuple[str, str, str, float, datetime]]:
         past |= Q(task_type=name) & (
             Q(started__lt=since) | Q(started__isnull=True, task_update_timestamp__lt=int(since.timestamp()))
         )
-    rows = (
+    rows = list(
         GlobalTask.objects.filter(task_status=Status.IN_PROGRESS, task_type__in=limits)
         .exclude(run_id="")
         .annotate(started=Subquery(started))
@@ -249,13 +296,49 @@ def _past_timeout(limit: int) -> list[tuple[str, str, str, float, datetime]]:
         .order_by("task_update_timestamp", "task_id")
         .values_list("task_id", "run_id", "node", "task_type", "started", "task_update_timestamp")[:limit]
     )
+    said = {
+        name: (runs, at)
+        for name, runs, at in Node.objects.filter(name__in={r[2] for r in rows}).values_list(
+            "name", "running_runs", "runs_reported_at"
+        )
+    }
     return [
-        (task_id, run_id, node, limits[task_type], began or datetime.fromtimestamp(changed, UTC))
+        _Overdue(
+            task_id,
+            run_id,
+            node,
+            limits[task_type],
+            began or datetime.fromtimestamp(changed, UTC),
+            *said.get(node, (None, None)),
+        )
         for task_id, run_id, node, task_type, began, changed in rows
     ]
 
 
-def _time_out(task_id: str, run_id: str, node: str, timeout: float, started: datetime) -> int:
+def _outcome_awaited(run: _Overdue, behind: _ShardBacklog) -> bool:
+    """Whether the run's outcome may be on its way (raises RedisError). A report that is on its way is
+    waited for, whenever it was stamped, even after the deadline: once it lands, the transition rules
+    decide, and an outcome that arrives for the task's run is applied (the run did end). Only a run that
+    is still running, as far as anyone can tell, past its deadline times out."""
+    lists = run.lists if isinstance(run.lists, dict) else None
+    undelivered: set[str] = set()
+    if lists is not None:  # a node worker's (a pull agent's reports are only ever in the stream)
+        running = set(lists.get("running", []))
+        if run.listed_at is None or run.listed_at < run.started + timedelta(seconds=run.timeout):
+            return True  # not a word from its node since the deadline: an outcome in time may be in its outbox
+        if run.run_id not in running and lists.get("truncated") is not False:
+            return True  # its undelivered list may have been cut
+        # A run still held has no outcome yet (it leaves `running` only once its outcome is in the outbox):
+        # a report of it in the outbox is a progress one.
+        undelivered = set(lists.get("undelivered", [])) - running
+    return _report_on_its_way(behind, run.task_id, run.run_id, undelivered, sent_before=None)
+
+
+def _time_out(run: _Overdue, behind: _ShardBacklog) -> int:
+    if _outcome_awaited(run, behind):
+        log.debug("task %s: run %s is past its timeout, but its outcome may be on its way", run.task_id, run.run_id)
+        return 0
+    task_id, run_id, node, timeout, started = run.task_id, run.run_id, run.node, run.timeout, run.started
     with transaction.atomic():
         task = GlobalTask.objects.select_for_update().filter(pk=task_id).first()
         if task is None or task.task_status != Status.IN_PROGRESS or task.run_id != run_id:
