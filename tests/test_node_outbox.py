@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -184,6 +185,23 @@ def test_a_report_this_version_cannot_read_is_set_aside_and_the_rest_go(
     assert box.unreadable() == [(1, "run-bad", "KeyError: 'origin'")]
     assert box.pending_runs() == set()
     assert "report 1 of run run-bad cannot be read" in caplog.text
+
+
+def test_a_report_the_outbox_refuses_is_sent_directly_through_a_redis_blip(
+    node: Path, private_redis: PrivateRedis
+) -> None:
+    # The disk refusing the report (here: the outbox closed under it) sent it straight to Redis, once: with
+    # Redis away at that moment too, the outcome was lost and the error escaped into the caller.
+    box = outboxes.at(node)
+    box.close()
+    private_redis.kill()
+    restart = threading.Timer(1.0, private_redis.start)
+    restart.start()
+    try:
+        report("t1", "run-1", "completed", "n1", {"result": 1})
+    finally:
+        restart.join()
+    assert said(private_redis.client()) == {"t1": [("run-1", "completed", {"result": 1})]}
 
 
 def test_a_status_keeps_the_time_it_was_first_reported_when_folded() -> None:

@@ -3,17 +3,36 @@ in workers/protocol/queues.py. The Celery id of taskhub.execute is the run id.""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+from typing import Any, NoReturn
 
 from celery import Task, shared_task
+from celery.exceptions import Reject
 from django.conf import settings
 
 from workers.node import fanout, identity, runner
 from workers.node.reporter import error_data, report
 from workers.protocol import specs
 from workers.protocol.backoff import backoff_seconds
-from workers.protocol.errors import FanOutFailed, RecoverableError
+from workers.protocol.errors import FanOutFailed, HandlerError, RecoverableError
 from workers.protocol.queues import EXECUTE_PART_TASK, EXECUTE_TASK
+
+log = logging.getLogger(__name__)
+
+# An automatic retry is a new message to the broker. Celery publishes it under its own retry policy (by
+# default 3 more tries within about 0.6 s: task_publish_retry_policy, which settings_shared.py leaves
+# alone), then raises Reject(requeue=False) and the worker drops this message. A Reject fires neither
+# task_failure nor task_success, so the run would report no outcome and stay held (workers/node/running.py)
+# until the worker restarts. So a refused retry is tried again for up to this long (a Sentinel failover, a
+# moment of OOM), and then the run fails (RetryNotScheduled): that report reaches the server through the
+# outbox whatever the broker does, and the server's own retry policy applies to it as to any failure.
+RETRY_PUBLISH_SECONDS = 10.0
+RETRY_PUBLISH_BACKOFF_BASE_SECONDS, RETRY_PUBLISH_BACKOFF_CAP_SECONDS = 0.5, 4.0
+
+
+class RetryNotScheduled(HandlerError):
+    """A recoverable failure whose automatic retry the broker would not take: the run fails with it."""
 
 
 # acks_late + reject_on_worker_lost: a worker killed mid-task leaves the message unacknowledged,
@@ -49,7 +68,42 @@ def execute(
         here = identity.name()
         waiting = {"attempt": retries + 1, "of": limit, "in_seconds": delay, **error_data(exc, here)}
         report(task_id, run_id, "in_progress", here, {"node": here, "retry": waiting})
-        raise self.retry(exc=exc, countdown=delay, max_retries=limit) from exc
+        _retry(self, exc, countdown=delay, limit=limit)
+
+
+def _retry(task: Task[Any, Any], exc: HandlerError, *, countdown: float, limit: int) -> NoReturn:
+    """task.retry(): raises Retry once the retry's message is with the broker, due `countdown` seconds
+    after this call; RetryNotScheduled if the broker refused it for RETRY_PUBLISH_SECONDS."""
+    started = time.monotonic()
+    failures = 0
+    while True:
+        # Due when the run's `retry` report said, however long the broker took to take it.
+        due = max(0.0, countdown - (time.monotonic() - started))
+        try:
+            raise task.retry(exc=exc, countdown=due, max_retries=limit) from exc
+        except Reject as refused:
+            why = getattr(refused, "reason", refused)  # what apply_async raised
+            delay = backoff_seconds(
+                failures, base=RETRY_PUBLISH_BACKOFF_BASE_SECONDS, cap=RETRY_PUBLISH_BACKOFF_CAP_SECONDS
+            )
+            failures += 1
+            if time.monotonic() - started + delay > RETRY_PUBLISH_SECONDS:
+                raise _not_scheduled(exc, why, failures) from exc
+            log.warning("the broker refused the retry of run %s: %s; trying again", task.request.id, why)
+            time.sleep(delay)
+
+
+def _not_scheduled(exc: HandlerError, why: object, tries: int) -> RetryNotScheduled:
+    """The run's failure: the handler's error, and why its retry could not be sent. The handler's details
+    stay (a fan-out's per-node answers), so the report reads as the failure it would otherwise have been."""
+    details = {
+        **exc.details,
+        "cause": {"type": type(exc).__name__, "message": str(exc)},
+        "retry_refused": f"{type(why).__name__}: {why}",
+        "tries": tries,
+    }
+    message = f"{type(exc).__name__}: {exc}; its automatic retry could not be scheduled (the broker refused it: {why})"
+    return RetryNotScheduled(message, details)
 
 
 @shared_task(name=EXECUTE_PART_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

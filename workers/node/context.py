@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from workers.protocol import run_end
-from workers.protocol.errors import Cancelled, Superseded
+from workers.protocol.backoff import backoff_seconds
+from workers.protocol.errors import Cancelled, RecoverableError, Superseded
+
+log = logging.getLogger(__name__)
+
+# A run's end marker is read at its start and at each of its handler's safe points. A Redis blip there
+# must not fail the run for good, so the read is tried again with backoff for up to this long (each try
+# bounded by the client's own timeouts, workers/protocol/connection.py); then the run stops rather than
+# hold its worker slot through an outage of unknown length.
+END_READ_SECONDS = 15.0
+END_READ_BACKOFF_BASE_SECONDS, END_READ_BACKOFF_CAP_SECONDS = 0.2, 2.0
+
+
+class EndMarkerUnreadable(RecoverableError):
+    """Redis did not say, for END_READ_SECONDS, whether the server ended this run. Recoverable: the run
+    stopped at a safe point knowing nothing was wrong with its work, so its automatic retry (if it has
+    one left) may run it again."""
 
 
 @dataclass(frozen=True)
@@ -40,11 +60,35 @@ class NodeRunContext:
         report(self.task_id, self.run_id, "in_progress", self.node, data)
 
     def cancelled(self) -> bool:
-        return not self.compensating and run_end.end_of(self.run_id) is not None
+        return not self.compensating and read_end(self.task_id, self.run_id) is not None
 
     def check_cancelled(self, step: str = "") -> None:
         if not self.compensating:
-            stop_if_ended(self.task_id, self.run_id, run_end.end_of(self.run_id), step)
+            stop_if_ended(self.task_id, self.run_id, read_end(self.task_id, self.run_id), step)
+
+
+def read_end(task_id: str, run_id: str) -> run_end.End | None:
+    """The run's end marker (run_end.end_of), read again with backoff while Redis does not answer, for
+    up to END_READ_SECONDS. Raises EndMarkerUnreadable after that."""
+    deadline = time.monotonic() + END_READ_SECONDS
+    failures = 0
+    while True:
+        try:
+            return run_end.end_of(run_id)
+        except redis.RedisError as exc:
+            delay = backoff_seconds(
+                failures, base=END_READ_BACKOFF_BASE_SECONDS, cap=END_READ_BACKOFF_CAP_SECONDS, jitter=True
+            )
+            failures += 1
+            if time.monotonic() + delay > deadline:
+                raise EndMarkerUnreadable(
+                    f"could not read whether run {run_id} of task {task_id} was cancelled or ended: Redis did "
+                    f"not answer for {END_READ_SECONDS:g} s ({type(exc).__name__}: {exc})",
+                    {"tries": failures},
+                ) from exc
+            if failures == 1:
+                log.warning("cannot read the end marker of run %s: %s; retrying", run_id, exc)
+            time.sleep(delay)
 
 
 def stop_if_ended(task_id: str, run_id: str, end: run_end.End | None, step: str = "") -> None:

@@ -14,7 +14,10 @@ import sqlite3
 import time
 from typing import Any
 
+import redis
+
 from workers.node import identity, outbox, sender
+from workers.protocol.backoff import backoff_seconds
 from workers.protocol.messages import Origin, StatusUpdate
 
 log = logging.getLogger(__name__)
@@ -32,11 +35,36 @@ def report(task_id: str, run_id: str, status: str, node: str, data: dict[str, An
     try:
         outbox.at(state).put(update)
     except (sqlite3.Error, OSError):
-        # The disk refused it (full, say): straight to the stream then, the old way, rather than not at all.
+        # The disk refused it (full, say): straight to the stream then, rather than not at all.
         log.exception("could not keep a report of run %s in the outbox; sending it directly", run_id)
-        sender.send([update])
+        _send_directly(update)
         return
     sender.running(state).wake()
+
+
+# A report the outbox would not take is only in memory: sent at once, with the sender's backoff, for up to
+# this long (a Redis blip as well as a full disk), then given up with an error in the log; the run's ledger
+# may still hold its outcome for the server's stalled-run sweep to ask for (workers/node/lifeline.py).
+DIRECT_SEND_SECONDS = 30.0
+
+
+def _send_directly(update: StatusUpdate) -> None:
+    deadline = time.monotonic() + DIRECT_SEND_SECONDS
+    failures = 0
+    while True:
+        try:
+            sender.send([update])
+            return
+        except redis.RedisError as exc:
+            delay = backoff_seconds(
+                failures, base=sender.BACKOFF_BASE_SECONDS, cap=sender.BACKOFF_CAP_SECONDS, jitter=True
+            )
+            failures += 1
+            if time.monotonic() + delay > deadline:
+                log.error("a %r report of run %s is lost: neither the outbox nor Redis took it (%s)",
+                          update.status, update.run_id, exc)  # fmt: skip
+                return
+            time.sleep(delay)
 
 
 def error_data(exc: BaseException, node: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workers.node import identity, running
-from workers.node.context import NodeRunContext, stop_if_ended
+from workers.node.context import NodeRunContext, read_end, stop_if_ended
 from workers.node.guard import RunGuard, prune_now_and_then, run_here
 from workers.protocol import keys, run_end, specs
 from workers.protocol.errors import Cancelled, FanOutFailed, HandlerError, RecoverableError, StoredFailure, Superseded
@@ -18,8 +18,8 @@ def _refuse_ended(task_id: str, run_id: str) -> None:
     A cancelled run's message confirms the cancel ("cancelled before it started") only if no other
     delivery of the same run is running here or has run here: that one reports how it ended itself,
     and a duplicate (the sweep sends a cancelled run again when its message may be lost) must not
-    claim it never started."""
-    end = run_end.end_of(run_id)
+    claim it never started. A Redis blip here is ridden out (read_end), not a failure of the run."""
+    end = read_end(task_id, run_id)
     if end is run_end.End.CANCEL and run_here(identity.state_dir(), run_id):
         raise Superseded(f"run {run_id} of task {task_id} is running or has run here; it reports for itself")
     stop_if_ended(task_id, run_id, end, "before it started")
