@@ -356,6 +356,15 @@ def test_the_seed_api_reads_utf_8_only(client: Client, encoding: str) -> None:
 # --- 9. task_type ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("task_type", [" volume_create", "volume_create ", "noop\u00a0", "   "])
+def test_a_task_type_with_a_space_at_either_end_is_refused(client: Client, api_client: Client, task_type: str) -> None:
+    # Stored as sent, "volume_create " would be a record of a type no node runs, not the work asked for.
+    refused(send(client, "POST", "/task", {"task_type": task_type}), 400, "must not begin or end with a space")
+    v1 = send(api_client, "POST", "/api/v1/tasks/", {"task_type": task_type, "task_data": {}})
+    assert v1.status_code == 400 and "must not begin or end with a space" in v1.content.decode(), v1.content
+    assert not GlobalTask.objects.exists()
+
+
 @pytest.mark.parametrize("body", [{}, {"task_type": ""}, {"task_type": None}, {"task_type": "x" * 65}])
 def test_task_type_is_required(client: Client, api_client: Client, body: dict[str, Any]) -> None:
     refused(send(client, "POST", "/task", body), 400, "'task_type' is required")

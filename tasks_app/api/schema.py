@@ -33,7 +33,9 @@ Schema = dict[str, Any]
 # tasks_app/tasks/validation.py: _TASK_ID_RE and the task_type rule, as JSON Schema.
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 # No control characters (Unicode category Cc), exactly the server's rule.
-TASK_TYPE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+# No control characters, and no space at either end (a padded "volume_create " would be a record of
+# another type, not the work asked for): tasks_app/tasks/validation.py task_type says the same.
+TASK_TYPE_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
 NAME_PATTERN = NAME_RE.pattern
 
 ERROR_DETAIL: Schema = {

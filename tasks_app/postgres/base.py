@@ -7,14 +7,17 @@ web thread for TASKHUB_DB_POOL_TIMEOUT (5 s) before its 503: `make faults` count
 PostgreSQL outage, each after 5 s. And once the database is back, the pool may still be asleep in that
 backoff (1, 2, 4, 8 s ... doubling) before it tries again.
 
-So a breaker: when taking a connection from the pool fails and a direct connect (bounded by libpq's
-connect_timeout) fails too, it opens. While it is open, requests fail at once (a 503,
-tasks_app/api/errors.py), except one trial per TASKHUB_DB_BREAKER_SECONDS, one at a time, which goes
-through the pool as usual. The trial closes the breaker when the pool gives it a connection. When the
-pool fails it but a direct connect succeeds, the database is back and the pool is the one still waiting:
-the trial replaces it with a new pool and takes its connection from that. A direct connect alone never
-closes the breaker, and one that fails while the server is up (too many connections, say) only holds the
-requests back until the pool has a connection to give.
+So a request waits for a pooled connection in short slices. Between two, if the pool's attempts to connect
+have failed meanwhile and a direct connect (bounded by libpq's connect_timeout) fails too, the database is
+down: a breaker opens and the request fails (a 503, tasks_app/api/errors.py). A wait that runs out on a
+pool whose connections are all lent out (the database up) is only a 503 for that request.
+
+While the breaker is open, requests fail at once, except one trial per TASKHUB_DB_BREAKER_SECONDS, one at
+a time, which waits on the pool for at most TRIAL_WAIT_SECONDS. The trial closes the breaker when the pool
+gives it a connection. When the pool fails it but a direct connect succeeds, the database is back and the
+pool is the one still waiting: the trial replaces it with a new pool and takes its connection from that. A
+direct connect alone never closes the breaker, so one that fails while the server is up (too many
+connections, say) only holds the requests back until the pool has a connection to give.
 
 Without a pool (writers, the scheduler, manage.py) every connect is already direct, bounded by
 connect_timeout, and nothing changes."""
@@ -23,19 +26,31 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from django.db.backends.postgresql import base
+from psycopg_pool import PoolTimeout
 
 from tasks_app.ops.breaker import database_breaker
 
 _trial = threading.Lock()  # one trial at a time: a trial can outlast the breaker's window
+TRIAL_WAIT_SECONDS = 0.5  # how long the breaker's trial waits for a connection from the pool
+SLICE_SECONDS = 0.25  # a request waiting for a pooled connection looks at the pool's failures this often
 
 
 class DatabaseUnreachable(psycopg.OperationalError):
     """The database was found unreachable; Django wraps this as its OperationalError, which is a 503."""
+
+
+@dataclass(frozen=True)
+class _Wait:
+    alias: str
+    conn_params: dict[str, Any]
+    seconds: float | None  # None: the pool's timeout
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -43,34 +58,45 @@ class DatabaseWrapper(base.DatabaseWrapper):
     _connection_pools: dict[str, Any]
     close_pool: Callable[[], None]
 
+    _waiting: _Wait | None = None  # set while this thread's wrapper (Django's are per thread) connects
+
     @property
     def pool(self) -> Any:
         # Django's property checks for this alias's pool, then reads it: a replacement by another thread
         # (below) in between is a KeyError. Read again: the new pool is there, or made now.
         while True:
             with contextlib.suppress(KeyError):
-                return super().pool  # type: ignore[misc]  # django-stubs 5.2.5 lacks the pool
+                pool = super().pool  # type: ignore[misc]  # django-stubs 5.2.5 lacks the pool
+                return pool if self._waiting is None or pool is None else _Watched(pool, self._waiting)
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         if self.pool is None:
             return super().get_new_connection(conn_params)
         with self._admitted() as trial:
             try:
-                connection = super().get_new_connection(conn_params)
+                connection = self._from_pool(conn_params, TRIAL_WAIT_SECONDS if trial else None)
             except psycopg.OperationalError:
-                # A pool whose connections are all lent out times out too: only a direct connect that
-                # fails says the database is down. Not tried again once another request has found it so.
-                if not trial and database_breaker.is_open(self.alias):
-                    raise
+                if database_breaker.is_open(self.alias) and not trial:
+                    raise  # found down meanwhile (by this request or another): no second direct connect
+                # Only a direct connect that fails says the database is down: the wait also runs out on a
+                # pool whose connections are all lent out.
                 if not _reachable(conn_params):
                     database_breaker.failed(self.alias)
                     raise
                 if not trial:
                     raise
                 self._replace_pool()
-                connection = super().get_new_connection(conn_params)  # from the new pool
+                connection = self._from_pool(conn_params, None)
         database_breaker.succeeded(self.alias)
         return connection
+
+    def _from_pool(self, conn_params: dict[str, Any], seconds: float | None) -> Any:
+        """Django's get_new_connection, with this module's wait for the pool's connection (_Watched)."""
+        self._waiting = _Wait(self.alias, conn_params, seconds)
+        try:
+            return super().get_new_connection(conn_params)
+        finally:
+            self._waiting = None
 
     @contextlib.contextmanager
     def _admitted(self) -> Iterator[bool]:
@@ -91,6 +117,39 @@ class DatabaseWrapper(base.DatabaseWrapper):
             # Its waiting requests fail (a 503 each), and the connections still lent out are closed as they
             # come back. The second is for its worker threads to see the stop.
             old.close(timeout=1.0)
+
+
+class _Watched:
+    """The pool as Django's get_new_connection uses it (open, getconn), with a getconn that waits in
+    slices and stops early once the database is found down; anything else goes to the pool itself."""
+
+    def __init__(self, pool: Any, wait: _Wait) -> None:
+        self._pool, self._wait = pool, wait
+
+    def getconn(self) -> Any:
+        deadline = time.monotonic() + (self._pool.timeout if self._wait.seconds is None else self._wait.seconds)
+        errors = self._connect_errors()
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self._pool.getconn(timeout=max(0.001, min(SLICE_SECONDS, left)))
+            except PoolTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+            if database_breaker.is_open(self._wait.alias):
+                raise DatabaseUnreachable("the database is unreachable (found by another request)")
+            now = self._connect_errors()
+            if now > errors:  # the pool failed to connect meanwhile: is the database there at all?
+                if not _reachable(self._wait.conn_params):
+                    database_breaker.failed(self._wait.alias)
+                    raise DatabaseUnreachable("the database is unreachable")
+                errors = now
+
+    def _connect_errors(self) -> int:
+        return int(self._pool.get_stats().get("connections_errors", 0))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
 
 
 def _reachable(conn_params: dict[str, Any]) -> bool:
