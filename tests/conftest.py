@@ -4,6 +4,7 @@ the real database pytest-django sets up (SQLite, or PostgreSQL when DATABASE_URL
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 import redis
 from django.db import connection
+
+from taskhub import devstack
 
 ROOT = Path(__file__).resolve().parent.parent
 # Our own Redis database number, so nothing here touches what other programs keep in db 0.
@@ -125,3 +128,43 @@ def operator_token(operator: Any) -> str:
     from rest_framework.authtoken.models import Token
 
     return str(Token.objects.get_or_create(user=operator)[0].key)
+
+
+# --- a Redis of a test's own ------------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, without persistence, that can be killed and started again
+    on the same port (a restart after a crash: everything it held is gone)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        self.port = devstack.free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [devstack.redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
+                str(self.dir), "--save", "", "--appendonly", "no"]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
+        from tests.helpers import wait_until  # helpers imports this module
+
+        wait_until(lambda: devstack.redis_alive(self.url), 10, f"the private Redis on port {self.port}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

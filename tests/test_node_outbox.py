@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from taskhub import devstack
-from tests.conftest import MANAGE, ROOT, database_url
+from tests.conftest import MANAGE, ROOT, PrivateRedis, database_url
 from tests.helpers import start_manage, start_node_worker, stop, wait_until
 from workers.node import outbox as outboxes
 from workers.node import sender
@@ -34,41 +34,6 @@ from workers.node.reporter import report
 from workers.protocol import keys, run_end
 from workers.protocol.messages import Origin, StatusUpdate, decode_entry
 from workers.protocol.stream import push_updates
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, without persistence, that can be killed and started again
-    on the same port (a restart after a crash: everything it held is gone)."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.dir = tmp
-        self.port = devstack.free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        argv = [devstack.redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
-                str(self.dir), "--save", "", "--appendonly", "no"]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
-        wait_until(lambda: devstack.redis_alive(self.url), 10, f"the private Redis on port {self.port}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import json
 import threading
 import types
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +26,7 @@ import pytest
 import tests.handlers_for_tests  # noqa: F401  (test_flaky: fails recoverably until its Nth run)
 from taskhub import devstack
 from taskhub.celery import app as celery_app
-from tests.test_node_outbox import PrivateRedis
+from tests.conftest import PrivateRedis
 from workers.node import celery_tasks, context, outbox, running, sender, signals
 from workers.node.context import NodeRunContext
 from workers.protocol import keys, run_end
@@ -35,16 +34,6 @@ from workers.protocol.errors import Cancelled
 from workers.protocol.queues import EXECUTE_TASK
 
 NODE = "resil1"
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture
