@@ -579,3 +579,33 @@ def test_a_pool_whose_connections_are_all_lent_out_does_not_open_the_breaker(poo
     finally:
         db.close()
     assert query(db)[1] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_that_refuses_more_connections_is_not_taken_for_down(pooled: tuple[Any, Forwarder]) -> None:
+    # "Too many connections" is an answer from a server that is up: a breaker opened on it would refuse every
+    # request of the process while the pool still had connections to give (a reviewer's reproduction).
+    db, _ = pooled
+    role = f"taskhub_limited_{os.getpid()}"
+    with connections["default"].cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+    try:
+        db.settings_dict["USER"] = role
+        db.settings_dict["OPTIONS"]["pool"].update(max_size=2, timeout=1)
+        db.ensure_connection()  # the role's one connection, held by this thread
+        try:
+            other: list[Any] = []
+            waiter = threading.Thread(target=lambda: other.append(query(type(db)(db.settings_dict, alias=db.alias))))
+            waiter.start()
+            waiter.join(10)
+            assert isinstance(other[0][1], DATABASE_DOWN), other  # no connection to give: a 503 for it
+            assert not database_breaker.is_open(db.alias)
+        finally:
+            db.close()
+        assert query(db)[1] == 1
+    finally:
+        db.close()
+        if db.alias in db._connection_pools:
+            db.close_pool()
+        with connections["default"].cursor() as cursor:
+            cursor.execute(f"DROP ROLE IF EXISTS {role}")

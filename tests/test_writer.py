@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+from django.db import transaction
 from django.db.models import Sum
 
 from tasks_app.models import GlobalTask, StreamOffset, TaskStatusChange
@@ -299,3 +300,25 @@ def test_a_writer_on_a_new_database_waits_for_updates_without_failing(
             stopping.set()
             writer.join(10)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_what_the_writer_takes_for_an_outage_rather_than_a_bad_entry() -> None:
+    # An outage retries the batch later; anything else dead-letters the entry that met it. A standby the
+    # database failed over to (read-only) refused every entry, and each was dead-lettered as bad.
+    from django.db import DataError, InternalError, connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLSTATEs are PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        try:
+            with pytest.raises(InternalError) as read_only, transaction.atomic():
+                GlobalTask.objects.create(task_id="ro", task_type="t")
+        finally:
+            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
+        with pytest.raises(DataError) as bad:
+            cursor.execute("SELECT 'x'::int")
+    assert writer._is_outage(read_only.value)
+    assert not writer._is_outage(bad.value)
+    assert not writer._is_outage(ValueError("a bug"))

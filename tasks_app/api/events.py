@@ -31,6 +31,7 @@ from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from tasks_app.api import slots
@@ -105,7 +106,8 @@ def _after(request: Request) -> int | None:
 
 
 def event_filter(request: Request) -> EventFilter:
-    reject_unknown_parameters(request, _PARAMETERS)
+    # DRF's `format` too, which the OpenAPI document lists for every operation, as /api/v1/stats/ takes it.
+    reject_unknown_parameters(request, {*_PARAMETERS, api_settings.URL_FORMAT_OVERRIDE or "format"})
     statuses = _names(request, "task_status")
     bad = sorted(statuses - set(STATUS_VALUES))
     if bad:

@@ -8,16 +8,18 @@ PostgreSQL outage, each after 5 s. And once the database is back, the pool may s
 backoff (1, 2, 4, 8 s ... doubling) before it tries again.
 
 So a request waits for a pooled connection in short slices. Between two, if the pool's attempts to connect
-have failed meanwhile and a direct connect (bounded by libpq's connect_timeout) fails too, the database is
-down: a breaker opens and the request fails (a 503, tasks_app/api/errors.py). A wait that runs out on a
-pool whose connections are all lent out (the database up) is only a 503 for that request.
+have failed meanwhile and the server does not even take a TCP connection (bounded by libpq's
+connect_timeout), the database is down: a breaker opens and the request fails (a 503,
+tasks_app/api/errors.py). A server that answers with an error (too many clients) is up; a wait that runs
+out on a pool whose connections are all lent out is only a 503 for that request. (The price of slices:
+under saturation a waiter that goes back into the pool's queue loses its place in the order of arrival;
+each still keeps its deadline.)
 
 While the breaker is open, requests fail at once, except one trial per TASKHUB_DB_BREAKER_SECONDS, one at
 a time, which waits on the pool for at most TRIAL_WAIT_SECONDS. The trial closes the breaker when the pool
-gives it a connection. When the pool fails it but a direct connect succeeds, the database is back and the
-pool is the one still waiting: the trial replaces it with a new pool and takes its connection from that. A
-direct connect alone never closes the breaker, so one that fails while the server is up (too many
-connections, say) only holds the requests back until the pool has a connection to give.
+gives it a connection. When the pool fails it but a full direct connect succeeds, the database is back
+and the pool is the one still waiting (asleep in its backoff): the trial replaces it with a new pool and
+takes its connection from that. Nothing but a connection from the pool closes the breaker.
 
 Without a pool (writers, the scheduler, manage.py) every connect is already direct, bounded by
 connect_timeout, and nothing changes."""
@@ -25,6 +27,7 @@ connect_timeout, and nothing changes."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +54,7 @@ class _Wait:
     alias: str
     conn_params: dict[str, Any]
     seconds: float | None  # None: the pool's timeout
+    trial: bool  # the breaker's trial: it waits while the breaker is open, which is what it is there to end
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -74,25 +78,25 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return super().get_new_connection(conn_params)
         with self._admitted() as trial:
             try:
-                connection = self._from_pool(conn_params, TRIAL_WAIT_SECONDS if trial else None)
+                connection = self._from_pool(conn_params, TRIAL_WAIT_SECONDS if trial else None, trial)
             except psycopg.OperationalError:
-                if database_breaker.is_open(self.alias) and not trial:
-                    raise  # found down meanwhile (by this request or another): no second direct connect
-                # Only a direct connect that fails says the database is down: the wait also runs out on a
-                # pool whose connections are all lent out.
+                if not trial:
+                    # The wait also runs out on a pool whose connections are all lent out: only a server
+                    # that does not take connections at all is down. Not asked twice once it is known.
+                    if not database_breaker.is_open(self.alias) and not _listening(conn_params):
+                        database_breaker.failed(self.alias)
+                    raise
                 if not _reachable(conn_params):
                     database_breaker.failed(self.alias)
                     raise
-                if not trial:
-                    raise
                 self._replace_pool()
-                connection = self._from_pool(conn_params, None)
+                connection = self._from_pool(conn_params, None, trial)
         database_breaker.succeeded(self.alias)
         return connection
 
-    def _from_pool(self, conn_params: dict[str, Any], seconds: float | None) -> Any:
+    def _from_pool(self, conn_params: dict[str, Any], seconds: float | None, trial: bool) -> Any:
         """Django's get_new_connection, with this module's wait for the pool's connection (_Watched)."""
-        self._waiting = _Wait(self.alias, conn_params, seconds)
+        self._waiting = _Wait(self.alias, conn_params, seconds, trial)
         try:
             return super().get_new_connection(conn_params)
         finally:
@@ -136,11 +140,13 @@ class _Watched:
             except PoolTimeout:
                 if time.monotonic() >= deadline:
                     raise
+            if self._wait.trial:
+                continue
             if database_breaker.is_open(self._wait.alias):
                 raise DatabaseUnreachable("the database is unreachable (found by another request)")
             now = self._connect_errors()
-            if now > errors:  # the pool failed to connect meanwhile: is the database there at all?
-                if not _reachable(self._wait.conn_params):
+            if now > errors:  # the pool failed to connect meanwhile: is the server there at all?
+                if not _listening(self._wait.conn_params):
                     database_breaker.failed(self._wait.alias)
                     raise DatabaseUnreachable("the database is unreachable")
                 errors = now
@@ -153,8 +159,28 @@ class _Watched:
 
 
 def _reachable(conn_params: dict[str, Any]) -> bool:
+    """Whether a connection to the database can be made now (what replacing the pool needs)."""
     try:
         psycopg.connect(**conn_params).close()
     except psycopg.Error:
+        return False
+    return True
+
+
+def _listening(conn_params: dict[str, Any]) -> bool:
+    """Whether the server takes connections at all (what opening the breaker needs): a server that answers
+    with an error (too many clients, starting up) is up, and its requests wait for the pool as usual. A TCP
+    connect, or the Unix socket's, bounded by connect_timeout; libpq's first host only."""
+    host = str(conn_params.get("host") or "localhost").split(",")[0]
+    port = int(str(conn_params.get("port") or 5432).split(",")[0])
+    timeout = float(conn_params.get("connect_timeout") or 3)
+    try:
+        if host.startswith("/"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(timeout)
+                sock.connect(f"{host}/.s.PGSQL.{port}")
+        else:
+            socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
         return False
     return True

@@ -156,7 +156,7 @@ def task_type(value: Any, field: str = "task_type") -> str:
             f"'{field}' is required: a string of 1-{_TASK_TYPE_MAX} characters, no control characters "
             "(e.g. 'volume_create')"
         )
-    if value[0].isspace() or value[-1].isspace():
+    if any(end.isspace() or end == "\ufeff" for end in (value[0], value[-1])):  # the schema's \s has U+FEFF
         # "volume_create " is not volume_create: stored as sent, it would be a record of another type.
         raise InvalidInput(f"'{field}' must not begin or end with a space (got {value!r})")
     _check_text(value, field)

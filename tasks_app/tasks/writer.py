@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 import redis
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, transaction
+from django.db.transaction import TransactionManagementError
 
 from tasks_app.fleet.services import record_heartbeats
 from tasks_app.ops import metrics
@@ -83,7 +84,18 @@ class _Refused(Exception):
 
 
 # The database or Redis away: the batch is retried whole, later. Anything else is the entry's fault.
-_OUTAGE = (OperationalError, InterfaceError, redis.RedisError)
+_OUTAGE = (OperationalError, InterfaceError, TransactionManagementError, redis.RedisError)
+# SQLSTATE classes that say the same of the server, whatever exception class they come as: a connection
+# exception (08), a read-only standby after a failover or an idle-in-transaction timeout (25), no resources
+# (53), an administrator's shutdown or a server starting up (57).
+_OUTAGE_SQLSTATES = ("08", "25", "53", "57")
+
+
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, _OUTAGE):
+        return True
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    return isinstance(exc, DatabaseError) and isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES)
 
 
 def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
@@ -163,9 +175,9 @@ def _apply_whole(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:
     dead = _dead_letter_unreadable(shard, entries)
     try:
         return _apply(entries), dead
-    except _OUTAGE:
-        raise
     except Exception as exc:
+        if _is_outage(exc):
+            raise
         # The database refused it, or applying an entry failed in our code: either way, entry by entry
         # the one that fails is dead-lettered and the rest go in, rather than the writer stopping on it.
         raise _Refused(f"{type(exc).__name__}: {exc}") from exc
@@ -182,15 +194,15 @@ def _apply_guarded(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int
         try:
             with transaction.atomic():
                 outcomes += _apply([entry])
-        except _OUTAGE:
-            raise
-        except DatabaseError as exc:
-            _dead_letter(shard, entry, f"the database refused it: {type(exc).__name__}: {exc}")
-            dead += 1
         except Exception as exc:
-            # A bug of ours met by this entry (it got past decode_entry's checks): kept, with the trace.
-            log.exception("shard %s: entry %s could not be applied", shard, entry.stream_id)
-            _dead_letter(shard, entry, f"it could not be applied: {type(exc).__name__}: {exc}")
+            if _is_outage(exc):
+                raise
+            if isinstance(exc, DatabaseError):
+                _dead_letter(shard, entry, f"the database refused it: {type(exc).__name__}: {exc}")
+            else:
+                # A bug of ours met by this entry (it got past decode_entry's checks): kept, with the trace.
+                log.exception("shard %s: entry %s could not be applied", shard, entry.stream_id)
+                _dead_letter(shard, entry, f"it could not be applied: {type(exc).__name__}: {exc}")
             dead += 1
     return outcomes, dead
 
@@ -236,7 +248,9 @@ def run_forever(should_stop: Callable[[], bool], batch_size: int | None = None) 
             close_old_connections()
             woke = stream.wait_for_any(last_ids, settings.TASKHUB_WRITER_BLOCK_MS)
             failures = 0
-        except _OUTAGE as exc:
+        except Exception as exc:
+            if not _is_outage(exc):
+                raise
             # Redis or the database went away: keep the offset, wait, try again.
             delay = backoff_seconds(failures, base=0.5, cap=10.0, jitter=True)
             failures += 1
