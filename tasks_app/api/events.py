@@ -210,7 +210,11 @@ _EVENT_SCHEMA = {
     },
     "required": ["event", "data"],
 }
-_ANY_NAMES = {"type": "array", "items": {"type": "string", "maxLength": 1000}}
+# What _names takes: printable names (empty ones are left out), as many as `most`.
+_NAME_ITEM = {"type": "string", "maxLength": _NAME_MAX, "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"}
+_ANY_NAMES = {"type": "array", "items": _NAME_ITEM, "maxItems": 1000}
+_TASK_IDS = {"type": "array", "items": _NAME_ITEM, "maxItems": 100}
+_STATUSES = {"type": "array", "items": {"type": "string", "enum": ["", *STATUS_VALUES]}, "maxItems": 1000}
 
 
 class EventStreamView(APIView):
@@ -237,13 +241,13 @@ class EventStreamView(APIView):
         request=None,
         parameters=[
             OpenApiParameter(
-                "task_id", _ANY_NAMES, description="only these tasks (repeat the parameter for more, at most 100)"
+                "task_id", _TASK_IDS, description="only these tasks (repeat the parameter for more, at most 100)"
             ),
             OpenApiParameter(
                 "task_type", _ANY_NAMES, description="only these task types (repeat the parameter for more)"
             ),
             OpenApiParameter(
-                "task_status", _ANY_NAMES, description="only events to these statuses (repeat the parameter for more)"
+                "task_status", _STATUSES, description="only events to these statuses (repeat the parameter for more)"
             ),
             OpenApiParameter(
                 "node", _ANY_NAMES, description="only tasks on these nodes (repeat the parameter for more)"
