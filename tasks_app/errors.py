@@ -1,4 +1,23 @@
-"""Domain errors raised by services and selectors; the API layer maps each to an HTTP status."""
+"""Domain errors raised by services and selectors; the API layer maps each to an HTTP status. And what
+says the database is away rather than that a statement was wrong (database_down)."""
+
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+# The database is down, unreachable, or dropped the connection (the driver's OperationalError and
+# InterfaceError, as Django wraps them). Not IntegrityError, DataError or ProgrammingError: those are
+# bugs or input no check caught.
+DATABASE_DOWN = (OperationalError, InterfaceError)
+# Two that come as InternalError and say the same of the server: a read-only standby (after a failover,
+# say) and an idle-in-transaction timeout.
+_DOWN_SQLSTATES = frozenset({"25006", "25P03"})
+
+
+def database_down(exc: BaseException) -> bool:
+    """Whether the database is away (the web answers 503, the writer waits and tries the batch again),
+    rather than refusing this statement (a 500 with its traceback, a dead letter)."""
+    if isinstance(exc, DATABASE_DOWN):
+        return True
+    return isinstance(exc, DatabaseError) and getattr(exc.__cause__, "sqlstate", None) in _DOWN_SQLSTATES
 
 
 class TaskhubError(Exception):

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from tasks_app.api.errors import DATABASE_DOWN, database_unavailable
+from tasks_app.api.errors import database_unavailable
+from tasks_app.errors import database_down
 
 
 class BodySizeLimitMiddleware:
@@ -56,6 +57,6 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, DATABASE_DOWN):
+        if not database_down(exception):
             return None  # a bug is still a 500, with its traceback
         return database_unavailable(request, exception)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,12 @@ class PrivateRedis:
         from tests.helpers import wait_until  # helpers imports this module
 
         wait_until(lambda: devstack.redis_alive(self.url), 10, f"the private Redis on port {self.port}")
+
+    def restart_in(self, seconds: float) -> threading.Timer:
+        """start() again, on the same port, after `seconds`, from a thread (join the timer that is returned)."""
+        timer = threading.Timer(seconds, self.start)
+        timer.start()
+        return timer
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

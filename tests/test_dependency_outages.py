@@ -40,7 +40,7 @@ from django.test import Client, RequestFactory
 from rest_framework.authtoken.models import Token
 
 from taskhub.devstack import free_port, redis_server_binary
-from tasks_app.api.errors import DATABASE_DOWN
+from tasks_app.errors import DATABASE_DOWN
 from tasks_app.fleet.services import cluster_ensure, node_register
 from tasks_app.middleware import DatabaseUnavailableMiddleware
 from tasks_app.models import GlobalTask

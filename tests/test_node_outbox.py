@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -160,8 +159,7 @@ def test_a_report_the_outbox_refuses_is_sent_directly_through_a_redis_blip(
     box = outboxes.at(node)
     box.close()
     private_redis.kill()
-    restart = threading.Timer(1.0, private_redis.start)
-    restart.start()
+    restart = private_redis.restart_in(1.0)
     try:
         report("t1", "run-1", "completed", "n1", {"result": 1})
     finally:

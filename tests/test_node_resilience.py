@@ -83,12 +83,6 @@ def queued(server: PrivateRedis) -> list[dict[str, Any]]:
     return [json.loads(m) for key in lists for m in cast(list[bytes], client.lrange(key, 0, -1))]
 
 
-def restart_in(server: PrivateRedis, seconds: float) -> threading.Timer:
-    timer = threading.Timer(seconds, server.start)
-    timer.start()
-    return timer
-
-
 # --- An automatic retry the broker refuses ------------------------------------------------------
 
 
@@ -121,7 +115,7 @@ def test_a_broker_back_within_the_bound_takes_the_retry(
     settings.TASKHUB_RETRY_LIMITS = {"test_flaky": 3}
     broker_at(monkeypatch, private_redis.url)
     private_redis.kill()
-    timer = restart_in(private_redis, 1.5)  # past Celery's own publish retries (about 0.6 s)
+    timer = private_redis.restart_in(1.5)  # past Celery's own publish retries (about 0.6 s)
     try:
         run_id, state = run("test_flaky", {"succeed_on": 5})
     finally:
@@ -142,7 +136,7 @@ def test_a_redis_blip_at_run_start_is_ridden_out(node: Path, settings: Any, priv
     settings.REDIS_URL = private_redis.url
     settings.TASKHUB_RETRY_LIMITS = {"noop": 0}
     private_redis.kill()
-    timer = restart_in(private_redis, 1.0)
+    timer = private_redis.restart_in(1.0)
     try:
         run_id, state = run("noop", {})
     finally:
@@ -175,7 +169,7 @@ def test_a_handlers_safe_point_rides_out_a_redis_blip(node: Path, settings: Any,
     settings.REDIS_URL = private_redis.url
     ctx = NodeRunContext("t-safe", uuid.uuid4().hex, "noop", NODE, Path(settings.TASKHUB_NODE_DATA_DIR))
     private_redis.kill()
-    timer = restart_in(private_redis, 1.0)
+    timer = private_redis.restart_in(1.0)
     try:
         assert ctx.cancelled() is False
     finally:
@@ -183,7 +177,7 @@ def test_a_handlers_safe_point_rides_out_a_redis_blip(node: Path, settings: Any,
 
     # The marker is still read: a cancel set while Redis was back stops the handler at its next safe point.
     private_redis.kill()
-    timer = restart_in(private_redis, 1.0)
+    timer = private_redis.restart_in(1.0)
     try:
         threading.Timer(1.5, lambda: run_end.mark(ctx.run_id, run_end.End.CANCEL)).start()
         with pytest.raises(Cancelled):

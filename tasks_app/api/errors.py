@@ -11,21 +11,15 @@ import logging
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
-from tasks_app.errors import TaskhubError
+from tasks_app.errors import TaskhubError, database_down
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=HttpResponse)
-
-# The database is down, unreachable, or dropped the connection (the driver's OperationalError and
-# InterfaceError, as Django wraps them). Not IntegrityError, DataError or ProgrammingError: those are
-# bugs or input no check caught, and stay 500s with their tracebacks.
-DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
 def seed_error(message: str, status: int) -> JsonResponse:
@@ -39,7 +33,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return _retry_later(Response({"detail": exc.message, **(exc.extra or {})}, status=exc.http_status))
     if isinstance(exc, exceptions.ParseError):
         return Response({"detail": f"Malformed JSON: {exc.detail}"}, status=400)
-    if isinstance(exc, DATABASE_DOWN):
+    if database_down(exc):
         request = context.get("request")
         _log_database_down(exc, request)
         set_rollback()

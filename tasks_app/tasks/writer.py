@@ -32,9 +32,10 @@ from dataclasses import dataclass, replace
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from django.db.transaction import TransactionManagementError
 
+from tasks_app.errors import database_down
 from tasks_app.fleet.services import record_heartbeats
 from tasks_app.ops import metrics
 from tasks_app.tasks import dead_letters, stream, validation
@@ -83,19 +84,10 @@ class _Refused(Exception):
     """The database refused a batch applied whole (bad data that got past the API, not an outage)."""
 
 
-# The database or Redis away: the batch is retried whole, later. Anything else is the entry's fault.
-_OUTAGE = (OperationalError, InterfaceError, TransactionManagementError, redis.RedisError)
-# SQLSTATE classes that say the same of the server, whatever exception class they come as: a connection
-# exception (08), a read-only standby after a failover or an idle-in-transaction timeout (25), no resources
-# (53), an administrator's shutdown or a server starting up (57).
-_OUTAGE_SQLSTATES = ("08", "25", "53", "57")
-
-
 def _is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, _OUTAGE):
-        return True
-    sqlstate = getattr(exc.__cause__, "sqlstate", None)
-    return isinstance(exc, DatabaseError) and isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES)
+    """The database or Redis away: the batch is retried whole, later. Anything else is the entry's fault.
+    (A transaction Django will not go on with is this connection's state, not the entry's.)"""
+    return database_down(exc) or isinstance(exc, redis.RedisError | TransactionManagementError)
 
 
 def apply_shard_batch(shard: int, batch_size: int) -> BatchResult | None:
@@ -171,7 +163,7 @@ def _dead_letter_unreadable(shard: int, entries: list[Entry]) -> int:
 
 def _apply_whole(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:
     """The batch in the shard's transaction. _Refused if the database refuses it (the caller rolls back
-    and tries again entry by entry); an outage (OperationalError) aborts it, to be retried whole."""
+    and tries again entry by entry); an outage (database_down, Redis) aborts it, to be retried whole."""
     dead = _dead_letter_unreadable(shard, entries)
     try:
         return _apply(entries), dead
@@ -185,7 +177,7 @@ def _apply_whole(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:
 
 def _apply_guarded(shard: int, entries: list[Entry]) -> tuple[list[Outcome], int]:
     """Entry by entry, each in a savepoint, dead-lettering what the database refuses, so one poison
-    entry cannot stop a shard. Unreadable entries are dead-lettered too. An outage (OperationalError),
+    entry cannot stop a shard. Unreadable entries are dead-lettered too. An outage (database_down, Redis),
     or Redis not taking a dead letter, aborts the batch, to be retried whole. Returns the outcomes and
     how many entries were dead-lettered."""
     dead = _dead_letter_unreadable(shard, entries)

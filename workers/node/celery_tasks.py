@@ -14,7 +14,7 @@ from django.conf import settings
 from workers.node import fanout, identity, runner
 from workers.node.reporter import error_data, report
 from workers.protocol import specs
-from workers.protocol.backoff import backoff_seconds
+from workers.protocol.backoff import backoff_seconds, retry_for
 from workers.protocol.errors import FanOutFailed, HandlerError, RecoverableError
 from workers.protocol.queues import EXECUTE_PART_TASK, EXECUTE_TASK
 
@@ -75,22 +75,30 @@ def _retry(task: Task[Any, Any], exc: HandlerError, *, countdown: float, limit: 
     """task.retry(): raises Retry once the retry's message is with the broker, due `countdown` seconds
     after this call; RetryNotScheduled if the broker refused it for RETRY_PUBLISH_SECONDS."""
     started = time.monotonic()
-    failures = 0
-    while True:
+    tries = 0
+
+    def publish() -> NoReturn:
+        nonlocal tries
+        tries += 1
         # Due when the run's `retry` report said, however long the broker took to take it.
         due = max(0.0, countdown - (time.monotonic() - started))
-        try:
-            raise task.retry(exc=exc, countdown=due, max_retries=limit) from exc
-        except Reject as refused:
-            why = getattr(refused, "reason", refused)  # what apply_async raised
-            delay = backoff_seconds(
-                failures, base=RETRY_PUBLISH_BACKOFF_BASE_SECONDS, cap=RETRY_PUBLISH_BACKOFF_CAP_SECONDS
-            )
-            failures += 1
-            if time.monotonic() - started + delay > RETRY_PUBLISH_SECONDS:
-                raise _not_scheduled(exc, why, failures) from exc
-            log.warning("the broker refused the retry of run %s: %s; trying again", task.request.id, why)
-            time.sleep(delay)
+        raise task.retry(exc=exc, countdown=due, max_retries=limit) from exc
+
+    try:
+        retry_for(
+            publish, seconds=RETRY_PUBLISH_SECONDS, base=RETRY_PUBLISH_BACKOFF_BASE_SECONDS,
+            cap=RETRY_PUBLISH_BACKOFF_CAP_SECONDS, retry_on=Reject,
+            first_failure=lambda refused: log.warning(
+                "the broker refused the retry of run %s: %s; trying again", task.request.id, _why(refused)
+            ),
+        )  # fmt: skip
+    except Reject as refused:
+        raise _not_scheduled(exc, _why(refused), tries) from exc
+    raise AssertionError("task.retry() returned")  # it raises Retry once the broker has the message
+
+
+def _why(refused: BaseException) -> object:
+    return getattr(refused, "reason", refused)  # what apply_async raised
 
 
 def _not_scheduled(exc: HandlerError, why: object, tries: int) -> RetryNotScheduled:

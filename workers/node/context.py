@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import redis
 
 from workers.protocol import run_end
-from workers.protocol.backoff import backoff_seconds
+from workers.protocol.backoff import retry_for
 from workers.protocol.errors import Cancelled, RecoverableError, Superseded
 
 log = logging.getLogger(__name__)
@@ -70,25 +69,25 @@ class NodeRunContext:
 def read_end(task_id: str, run_id: str) -> run_end.End | None:
     """The run's end marker (run_end.end_of), read again with backoff while Redis does not answer, for
     up to END_READ_SECONDS. Raises EndMarkerUnreadable after that."""
-    deadline = time.monotonic() + END_READ_SECONDS
-    failures = 0
-    while True:
-        try:
-            return run_end.end_of(run_id)
-        except redis.RedisError as exc:
-            delay = backoff_seconds(
-                failures, base=END_READ_BACKOFF_BASE_SECONDS, cap=END_READ_BACKOFF_CAP_SECONDS, jitter=True
-            )
-            failures += 1
-            if time.monotonic() + delay > deadline:
-                raise EndMarkerUnreadable(
-                    f"could not read whether run {run_id} of task {task_id} was cancelled or ended: Redis did "
-                    f"not answer for {END_READ_SECONDS:g} s ({type(exc).__name__}: {exc})",
-                    {"tries": failures},
-                ) from exc
-            if failures == 1:
-                log.warning("cannot read the end marker of run %s: %s; retrying", run_id, exc)
-            time.sleep(delay)
+    tries = 0
+
+    def read() -> run_end.End | None:
+        nonlocal tries
+        tries += 1
+        return run_end.end_of(run_id)
+
+    try:
+        return retry_for(
+            read, seconds=END_READ_SECONDS, base=END_READ_BACKOFF_BASE_SECONDS, cap=END_READ_BACKOFF_CAP_SECONDS,
+            retry_on=redis.RedisError,
+            first_failure=lambda exc: log.warning("cannot read the end marker of run %s: %s; retrying", run_id, exc),
+        )  # fmt: skip
+    except redis.RedisError as exc:
+        raise EndMarkerUnreadable(
+            f"could not read whether run {run_id} of task {task_id} was cancelled or ended: Redis did "
+            f"not answer for {END_READ_SECONDS:g} s ({type(exc).__name__}: {exc})",
+            {"tries": tries},
+        ) from exc
 
 
 def stop_if_ended(task_id: str, run_id: str, end: run_end.End | None, step: str = "") -> None:

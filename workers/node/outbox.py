@@ -12,11 +12,13 @@ file under the node's bookkeeping dir (`<data_dir>/.taskhub/outbox.sqlite3`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -106,17 +108,12 @@ class Outbox:
         log.error("outbox %s: report %s of run %s cannot be read (%s); set aside in `unreadable`", self.path, seq,
                   run_id, error)  # fmt: skip
         self._sync(full=True)
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO unreadable (seq, run_id, body, error, moved_at) VALUES (?, ?, ?, ?, ?)",
                 (seq, run_id, body, error, time.time()),
             )
             self._db.execute("DELETE FROM report WHERE seq = ?", (seq,))
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def unreadable(self) -> list[tuple[int, str, str]]:
         """What was set aside: (seq, run_id, error), oldest first."""
@@ -136,13 +133,19 @@ class Outbox:
         with self._lock:
             # Not synced: a delete lost to a power cut sends those reports again, which is harmless.
             self._sync(full=False)
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 self._db.executemany("DELETE FROM report WHERE seq = ?", [(s,) for s in seqs])
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Under the lock: the statements inside as one transaction (the connection is in autocommit)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

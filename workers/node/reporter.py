@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from workers.node import identity, outbox, sender
-from workers.protocol.backoff import backoff_seconds
+from workers.protocol.backoff import retry_for
 from workers.protocol.messages import Origin, StatusUpdate
 
 log = logging.getLogger(__name__)
@@ -49,22 +49,14 @@ DIRECT_SEND_SECONDS = 30.0
 
 
 def _send_directly(update: StatusUpdate) -> None:
-    deadline = time.monotonic() + DIRECT_SEND_SECONDS
-    failures = 0
-    while True:
-        try:
-            sender.send([update])
-            return
-        except redis.RedisError as exc:
-            delay = backoff_seconds(
-                failures, base=sender.BACKOFF_BASE_SECONDS, cap=sender.BACKOFF_CAP_SECONDS, jitter=True
-            )
-            failures += 1
-            if time.monotonic() + delay > deadline:
-                log.error("a %r report of run %s is lost: neither the outbox nor Redis took it (%s)",
-                          update.status, update.run_id, exc)  # fmt: skip
-                return
-            time.sleep(delay)
+    try:
+        retry_for(
+            lambda: sender.send([update]), seconds=DIRECT_SEND_SECONDS, base=sender.BACKOFF_BASE_SECONDS,
+            cap=sender.BACKOFF_CAP_SECONDS, retry_on=redis.RedisError,
+        )  # fmt: skip
+    except redis.RedisError as exc:
+        log.error("a %r report of run %s is lost: neither the outbox nor Redis took it (%s)",
+                  update.status, update.run_id, exc)  # fmt: skip
 
 
 def error_data(exc: BaseException, node: str) -> dict[str, Any]:

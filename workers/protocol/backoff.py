@@ -1,9 +1,16 @@
 """Retry backoff, computed here and nowhere else: automatic retries of a handler, a node's report
-through a Redis outage, a writer waiting for its database or Redis to come back."""
+through a Redis outage, a writer waiting for its database or Redis to come back; and retry_for, the
+bounded retry of one call."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 from celery.utils.time import get_exponential_backoff_interval
+
+T = TypeVar("T")
 
 
 def backoff_seconds(retries: int, *, base: float, cap: float, jitter: bool = False) -> float:
@@ -15,3 +22,30 @@ def backoff_seconds(retries: int, *, base: float, cap: float, jitter: bool = Fal
         factor=int(base * scale), retries=retries, maximum=int(cap * scale), full_jitter=jitter
     )
     return float(millis) / scale
+
+
+def retry_for(
+    call: Callable[[], T],
+    *,
+    seconds: float,
+    base: float,
+    cap: float,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    first_failure: Callable[[BaseException], None] | None = None,
+) -> T:
+    """call() until it returns, trying again after what raises `retry_on`, with backoff (full jitter), for
+    up to `seconds`: the failure after which the next wait would pass that is raised. `first_failure` is
+    told of the first one (a log line, not one per try)."""
+    deadline = time.monotonic() + seconds
+    failures = 0
+    while True:
+        try:
+            return call()
+        except retry_on as exc:
+            delay = backoff_seconds(failures, base=base, cap=cap, jitter=True)
+            failures += 1
+            if time.monotonic() + delay > deadline:
+                raise
+            if failures == 1 and first_failure is not None:
+                first_failure(exc)
+            time.sleep(delay)
